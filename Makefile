@@ -1,0 +1,33 @@
+# The single task runner: README, .ci/run and buildspec.yml call these targets.
+PYTHON ?= python3
+ACCELERATOR ?= cpu
+PYTEST ?= $(PYTHON) -m pytest
+
+.PHONY: setup lint format test test-unit test-docker demo images push bench clean
+
+setup:  ## install the package with every extra, pinned (torch: the CPU build)
+	$(PYTHON) -m pip install -c constraints/$(ACCELERATOR).txt -c constraints/dev.txt \
+		"torch==$$(sed -n 's/^torch==//p' constraints/$(ACCELERATOR).txt)" -e ".[train,serve,aws,dev]"
+
+lint:
+	$(PYTHON) -m ruff check src tests handlers scripts examples
+	$(PYTHON) -m ruff format --check src tests handlers scripts examples
+
+format:
+	$(PYTHON) -m ruff check --fix src tests handlers scripts examples
+	$(PYTHON) -m ruff format src tests handlers scripts examples
+
+test:  ## every tier; docker tiers skip without an engine unless CI=true
+	$(PYTEST) tests
+
+test-unit:
+	$(PYTEST) tests/unit
+
+test-docker:
+	$(PYTEST) tests/container tests/localmode
+
+demo:
+	$(PYTHON) examples/spam/demo.py
+
+clean:
+	rm -rf build dist .pytest_cache .ruff_cache demo-output

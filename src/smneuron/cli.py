@@ -1,0 +1,57 @@
+"""The ``smneuron`` command: one subcommand per module, imported only when used."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from smneuron import __version__
+from smneuron.errors import SmneuronError
+
+# name -> (module, help). Each module defines ``add_arguments(parser)`` and ``run(args) -> int``.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "hyperparameters": ("smneuron.training.hyperparameters", "list the training hyperparameters"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smneuron", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"smneuron {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.set_defaults(_module=module_name)
+        # Arguments are added lazily in main() for the chosen command only, so that
+        # `smneuron build` does not import torch.
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    known, _ = parser.parse_known_args(argv)
+    module = importlib.import_module(known._module)
+    # Re-parse with the chosen command's own arguments.
+    parser = build_parser()
+    sub_action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    module.add_arguments(sub_action.choices[known.command])
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(module.run(args) or 0)
+    except SmneuronError as err:
+        print(f"smneuron {args.command}: {err.message}", file=sys.stderr)
+        return 1 if err.client_error else 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
