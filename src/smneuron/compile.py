@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -80,7 +81,10 @@ class CpuBackend:
 
         if compiler_args:
             log.info("cpu backend ignores compiler args %s", list(compiler_args))
-        with torch.no_grad():
+        # Hugging Face models emit TracerWarnings for Python-side shape checks; with static
+        # shapes per bucket they are expected, and the graphs are verified against eager.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             traced = torch.jit.trace(module, example_inputs, strict=False)
         return torch.jit.freeze(traced.eval())
 

@@ -1,0 +1,91 @@
+"""CPU compile: one static-shape graph per bucket that gives the eager model's outputs."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from smneuron.artifact import check_compatible, check_files, read_manifest  # noqa: E402
+from smneuron.compile import CpuBackend, compile_artifact, get_backend  # noqa: E402
+from smneuron.errors import ConfigurationError  # noqa: E402
+
+
+def tiny_config(**extra):
+    return transformers.BertConfig(
+        vocab_size=128,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        **extra,
+    )
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    torch.manual_seed(0)
+    return transformers.BertForSequenceClassification(tiny_config(num_labels=2)).eval()
+
+
+def batch(batch_size, length, real_lengths):
+    ids = torch.randint(5, 120, (batch_size, length))
+    mask = torch.zeros((batch_size, length), dtype=torch.long)
+    for row, real in enumerate(real_lengths):
+        mask[row, :real] = 1
+    return ids * mask, mask
+
+
+def test_classifier_graphs_match_eager_model(tmp_path, classifier):
+    manifest = compile_artifact(
+        tmp_path,
+        classifier,
+        task="text-classification",
+        labels=["ham", "spam"],
+        batch_size=2,
+        sequence_lengths=[16, 8],
+        backend=CpuBackend(),
+    )
+    assert manifest.sequence_lengths == (8, 16)
+    assert read_manifest(tmp_path) == manifest
+    check_files(tmp_path, manifest)
+    check_compatible(manifest, "cpu", CpuBackend().versions())
+    backend = CpuBackend()
+    for length in manifest.sequence_lengths:
+        graph = backend.load(manifest.graph_path(tmp_path, length))
+        ids, mask = batch(2, length, [length, 3])
+        with torch.no_grad():
+            expected = classifier(input_ids=ids, attention_mask=mask).logits
+            got = graph(ids, mask)
+        assert got.shape == (2, 2)
+        assert torch.max(torch.abs(got - expected)).item() <= 1e-4
+
+
+def test_feature_extraction_graph_returns_unit_mean_pooled_embeddings(tmp_path):
+    torch.manual_seed(1)
+    encoder = transformers.BertModel(tiny_config()).eval()
+    manifest = compile_artifact(
+        tmp_path,
+        encoder,
+        task="feature-extraction",
+        labels=[],
+        batch_size=1,
+        sequence_lengths=[8],
+        backend=CpuBackend(),
+        pooling="mean",
+    )
+    graph = CpuBackend().load(manifest.graph_path(tmp_path, 8))
+    ids, mask = batch(1, 8, [5])
+    with torch.no_grad():
+        hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state[0, :5].mean(0)
+        got = graph(ids, mask)[0]
+    expected = hidden / hidden.norm()
+    assert manifest.pooling == "mean"
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_unknown_backend_is_a_configuration_error():
+    with pytest.raises(ConfigurationError, match="unknown backend 'tpu'"):
+        get_backend("tpu")
