@@ -41,6 +41,9 @@ class ENV:
     # Neuron runtime, honored when the platform already set them.
     NEURON_VISIBLE_CORES = "NEURON_RT_VISIBLE_CORES"
     NEURON_NUM_CORES = "NEURON_RT_NUM_CORES"
+    # Instance type (NeuronCore layout): explicit override, then SageMaker training's name.
+    INSTANCE_TYPE = "SMNEURON_INSTANCE_TYPE"
+    SM_CURRENT_INSTANCE_TYPE = "SM_CURRENT_INSTANCE_TYPE"
 
 
 # --------------------------------------------------------------------------------------------
