@@ -1,0 +1,75 @@
+"""The ``serve`` entry point: settings, logging, worker layout, then the chosen server stack."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from smneuron.errors import SmneuronError
+from smneuron.settings import ServingSettings
+
+log = logging.getLogger("smneuron.serve")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = ServingSettings.from_env()
+    except SmneuronError as err:
+        print(f"serve: {err.message}", file=sys.stderr)
+        return 1
+    from smneuron.serving.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        return serve(settings)
+    except SmneuronError as err:
+        log.error("serve cannot start: %s", err.message)
+        return 1
+
+
+def serve(settings: ServingSettings) -> int:
+    from smneuron.accelerator import detect_backend
+    from smneuron.artifact import read_manifest
+    from smneuron.errors import ArtifactError
+    from smneuron.serving.layout import plan_layout
+
+    backend = settings.accelerator or detect_backend()
+    try:
+        manifest = read_manifest(settings.paths.model)
+    except ArtifactError as err:
+        # Keep serving: /ping stays 503 and names the problem; the worker logs it too.
+        log.error("artifact problem: %s", err.message)
+        manifest = None
+    layout = plan_layout(settings, backend, manifest)
+    log.info(
+        "serve: stack=%s backend=%s workers=%d cores=%s threads=%d port=%d max_payload_mb=%d",
+        settings.server,
+        layout.backend,
+        layout.workers,
+        [list(cores) for cores in layout.core_ranges] or None,
+        layout.http_threads,
+        settings.port,
+        settings.max_payload_mb,
+    )
+    runtime_dir = Path(tempfile.mkdtemp(prefix="smneuron-serve-"))
+    owner = os.getpid()
+    try:
+        layout.write(runtime_dir)
+        if settings.server == "gunicorn":
+            from smneuron.serving.flask_app import run_gunicorn
+
+            return run_gunicorn(settings, runtime_dir, layout.workers, layout.http_threads)
+        from smneuron.serving.mms import run_mms
+
+        return run_mms(settings, runtime_dir, layout)
+    finally:
+        if os.getpid() == owner:  # forked gunicorn workers unwind through here too
+            shutil.rmtree(runtime_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""The handler contract: default model_fn/input_fn/predict_fn/output_fn and user overrides.
+
+``<model_dir>/code/inference.py`` may define any of ``model_fn``, ``input_fn``, ``predict_fn``,
+``output_fn`` — or ``transform_fn`` alone. Each may take a trailing ``context`` argument; it is
+passed only to functions whose signature has room for it. Overrides are resolved once, at load.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from smneuron.errors import ArtifactError, NotAcceptable, SmneuronError
+from smneuron.serving import codecs
+from smneuron.serving.model import CompiledModel, load_compiled
+from smneuron.settings import ServingSettings
+
+log = logging.getLogger(__name__)
+
+USER_MODULE = "inference.py"
+HOOKS = ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")
+# Positional arguments each hook takes before the optional context.
+BASE_ARITY = {"model_fn": 1, "input_fn": 2, "predict_fn": 2, "output_fn": 2, "transform_fn": 4}
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """Who this worker is: its index, its NeuronCores (None on CPU), settings and backend."""
+
+    index: int
+    cores: tuple[int, ...] | None
+    settings: ServingSettings
+    backend: Any
+
+
+@dataclass
+class Context:
+    """What a user hook may read about the request and the worker."""
+
+    worker: WorkerInfo
+    content_type: str | None = None
+    accept: str | None = None
+    custom_attributes: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    batch_sizes: list[int] = field(default_factory=list)
+
+    @property
+    def worker_index(self) -> int:
+        return self.worker.index
+
+    @property
+    def cores(self) -> tuple[int, ...] | None:
+        return self.worker.cores
+
+    @property
+    def settings(self) -> ServingSettings:
+        return self.worker.settings
+
+
+@dataclass(frozen=True)
+class Response:
+    body: bytes
+    content_type: str
+    status: int = 200
+
+
+# --------------------------------------------------------------------------------------------
+# Defaults
+
+
+def default_model_fn(model_dir: str | Path, context: Context) -> CompiledModel:
+    settings = context.settings
+    return load_compiled(
+        Path(model_dir),
+        context.worker.backend,
+        overflow=settings.overflow,
+        max_delay_ms=settings.max_batch_delay_ms,
+    )
+
+
+def default_input_fn(input_data: bytes, content_type: str, context: Context) -> codecs.Inputs:
+    return codecs.decode(input_data, content_type)
+
+
+def default_predict_fn(data: codecs.Inputs, model: CompiledModel, context: Context) -> list[Any]:
+    prediction = model.predict(data.texts, data.parameters)
+    context.timings.update(prediction.timings)
+    context.batch_sizes.extend(prediction.batch_sizes)
+    return prediction.results
+
+
+def default_output_fn(prediction: Any, accept: str, context: Context) -> bytes:
+    return codecs.encode(prediction, accept)
+
+
+DEFAULTS: dict[str, Callable[..., Any]] = {
+    "model_fn": default_model_fn,
+    "input_fn": default_input_fn,
+    "predict_fn": default_predict_fn,
+    "output_fn": default_output_fn,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# User overrides
+
+
+def takes_context(function: Callable[..., Any], base: int) -> bool:
+    """True when ``function`` has room for a context after its ``base`` positional arguments."""
+    try:
+        params = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return True
+    if any(p.name == "context" for p in params):
+        return True
+    positional = [
+        p
+        for p in params
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    return len(positional) > base
+
+
+def import_user_module(code_dir: Path) -> ModuleType | None:
+    """Import ``code/inference.py`` when present; a broken one is a startup error."""
+    path = code_dir / USER_MODULE
+    if not path.is_file():
+        return None
+    if str(code_dir) not in sys.path:
+        sys.path.insert(0, str(code_dir))  # helper modules next to inference.py import too
+    spec = importlib.util.spec_from_file_location("inference", path)
+    if spec is None or spec.loader is None:
+        raise ArtifactError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:
+        raise ArtifactError(f"{path} failed to import: {type(err).__name__}: {err}") from err
+    return module
+
+
+@dataclass(frozen=True)
+class Hook:
+    function: Callable[..., Any]
+    with_context: bool
+    user: bool
+
+    def __call__(self, *args: Any, context: Context) -> Any:
+        if self.with_context:
+            return self.function(*args, context)
+        return self.function(*args)
+
+
+def resolve_hooks(module: ModuleType | None) -> dict[str, Hook]:
+    """The hooks to call: the user's where defined, else the defaults."""
+    found = {name: getattr(module, name, None) for name in HOOKS} if module else {}
+    for name, function in found.items():
+        if function is not None and not callable(function):
+            raise ArtifactError(f"code/inference.py: {name} is not a function")
+    if found.get("transform_fn"):
+        mixed = [name for name in ("input_fn", "predict_fn", "output_fn") if found.get(name)]
+        if mixed:
+            raise ArtifactError(
+                "code/inference.py defines transform_fn together with "
+                f"{', '.join(mixed)}; transform_fn replaces input_fn, predict_fn and output_fn. "
+                "Keep either transform_fn or the three separate functions."
+            )
+    hooks = {}
+    for name in HOOKS:
+        user = found.get(name)
+        function = user or DEFAULTS.get(name)
+        if function is None:
+            continue
+        hooks[name] = Hook(function, takes_context(function, BASE_ARITY[name]), user is not None)
+    return hooks
+
+
+# --------------------------------------------------------------------------------------------
+# The handler
+
+
+class Handler:
+    """Loads the model once and turns request bytes into response bytes."""
+
+    def __init__(self, model: Any, hooks: dict[str, Hook], worker: WorkerInfo) -> None:
+        self.model = model
+        self.hooks = hooks
+        self.worker = worker
+        self.custom_output = hooks["output_fn"].user or "transform_fn" in hooks
+
+    @classmethod
+    def load(cls, model_dir: Path, worker: WorkerInfo) -> Handler:
+        started = time.monotonic()
+        hooks = resolve_hooks(import_user_module(model_dir / "code"))
+        users = [name for name, hook in hooks.items() if hook.user]
+        log.info("handler hooks from code/inference.py: %s", ", ".join(users) or "none")
+        model = hooks["model_fn"](str(model_dir), context=Context(worker))
+        if model is None:
+            raise ArtifactError("model_fn returned None")
+        handler = cls(model, hooks, worker)
+        log.info("model loaded in %.1fs", time.monotonic() - started)
+        return handler
+
+    def warm_up(self) -> None:
+        """Run the model once per compiled shape before reporting ready."""
+        started = time.monotonic()
+        warm = getattr(self.model, "warm_up", None)
+        if callable(warm):
+            warm()
+        log.info("warm-up done in %.1fs", time.monotonic() - started)
+
+    def response_type(self, accept: str | None) -> str:
+        default = self.worker.settings.default_accept
+        if not self.custom_output:
+            return codecs.negotiate(accept, default)
+        # A user output_fn/transform_fn decides what it can produce: hand it the first choice.
+        first = codecs.media_type((accept or "").split(",", 1)[0])
+        return default if first in ("", "*/*") else first
+
+    def invoke(
+        self,
+        body: bytes,
+        content_type: str | None,
+        accept: str | None,
+        custom_attributes: str | None = None,
+    ) -> Response:
+        context = Context(
+            self.worker,
+            content_type=codecs.media_type(content_type) or codecs.JSON,
+            accept=accept,
+            custom_attributes=custom_attributes,
+        )
+        started = time.monotonic()
+        response_type = self.response_type(accept)  # 406 before any work
+        context.accept = response_type
+        transform = self.hooks.get("transform_fn")
+        if transform is not None:
+            output = transform(
+                self.model, body, context.content_type, response_type, context=context
+            )
+        else:
+            data = self.hooks["input_fn"](body, context.content_type, context=context)
+            decoded = time.monotonic()
+            prediction = self.hooks["predict_fn"](data, self.model, context=context)
+            predicted = time.monotonic()
+            output = self.hooks["output_fn"](prediction, response_type, context=context)
+            context.timings["decode_ms"] = (decoded - started) * 1000
+            context.timings["predict_ms"] = (predicted - decoded) * 1000
+            context.timings["encode_ms"] = (time.monotonic() - predicted) * 1000
+        response = to_response(output, response_type)
+        context.timings["total_ms"] = (time.monotonic() - started) * 1000
+        log.info(
+            "invocation",
+            extra={
+                "content_type": context.content_type,
+                "accept": response.content_type,
+                "bytes_in": len(body),
+                "bytes_out": len(response.body),
+                "batch_sizes": context.batch_sizes,
+                **{key: round(value, 2) for key, value in context.timings.items()},
+            },
+        )
+        return response
+
+
+def to_response(output: Any, content_type: str) -> Response:
+    """Accept ``bytes``, ``str`` or ``(body, content_type)`` from a hook."""
+    if isinstance(output, tuple) and len(output) == 2:
+        output, content_type = output
+    if isinstance(output, str):
+        output = output.encode("utf-8")
+    if isinstance(output, bytearray | memoryview):
+        output = bytes(output)
+    if not isinstance(output, bytes):
+        if content_type not in codecs.ENCODERS:
+            raise NotAcceptable(f"cannot encode the result as {content_type!r}")
+        output = codecs.encode(output, content_type)
+    return Response(output, content_type)
+
+
+def error_response(err: SmneuronError) -> Response:
+    import json
+
+    return Response(json.dumps(err.to_dict()).encode("utf-8"), codecs.JSON, err.status_code)

@@ -1,0 +1,147 @@
+"""The default model: compiled graphs per bucket, the tokenizer, and the dynamic batcher."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from smneuron.artifact import Manifest, check_compatible, check_files, read_manifest
+from smneuron.errors import ArtifactError
+from smneuron.serving.batcher import DynamicBatcher
+from smneuron.serving.shapes import choose_bucket, fit_tokens, pad_row
+from smneuron.serving.tasks import Postprocess, postprocessor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Per-request results plus where the time went."""
+
+    results: list[Any]
+    timings: dict[str, float]
+    batch_sizes: list[int]
+
+
+class CompiledModel:
+    """One loaded artifact: call ``predict(texts, parameters)``; thread-safe."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        tokenizer: Any,
+        graphs: Mapping[int, Any],
+        *,
+        overflow: str = "truncate",
+        max_delay_s: float = 0.005,
+    ) -> None:
+        self.manifest = manifest
+        self.tokenizer = tokenizer
+        self.graphs = dict(graphs)
+        self.overflow = overflow
+        self.postprocess: Postprocess = postprocessor(manifest.task)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        # Tokens the tokenizer appends (e.g. [SEP]) survive truncation.
+        probe = tokenizer("a", add_special_tokens=True)["input_ids"]
+        plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+        start = probe.index(plain[0]) if plain and plain[0] in probe else len(probe)
+        self.tail = probe[start + len(plain) :]
+        self.batcher = DynamicBatcher(
+            self._run_batch, manifest.batch_size, max_delay_s, name="smneuron-batcher"
+        )
+
+    def _run_batch(self, bucket: int, rows: list[tuple[list[int], list[int]]]) -> list[Any]:
+        import torch
+
+        size = self.manifest.batch_size
+        padding = [([self.pad_id] * bucket, [0] * bucket)] * (size - len(rows))
+        ids = torch.tensor([row[0] for row in rows + padding], dtype=torch.long)
+        mask = torch.tensor([row[1] for row in rows + padding], dtype=torch.long)
+        with torch.no_grad():
+            output = self.graphs[bucket](ids, mask)
+        if isinstance(output, tuple | list):
+            output = output[0]
+        return output[: len(rows)].float().tolist()
+
+    def encode(self, texts: list[str]) -> list[tuple[int, tuple[list[int], list[int]]]]:
+        """Tokenize each text into (bucket, (ids, mask)) of the bucket's exact length."""
+        encoded = self.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+        rows = []
+        for ids in encoded:
+            bucket = choose_bucket(len(ids), self.manifest.sequence_lengths, self.overflow)
+            rows.append((bucket, pad_row(fit_tokens(ids, bucket, self.tail), bucket, self.pad_id)))
+        return rows
+
+    def predict(self, texts: list[str], parameters: Mapping[str, Any] | None = None) -> Prediction:
+        parameters = parameters or {}
+        started = time.monotonic()
+        rows = self.encode(texts)
+        tokenized = time.monotonic()
+        futures = [self.batcher.submit(bucket, row) for bucket, row in rows]
+        outputs = [future.result() for future in futures]
+        done = time.monotonic()
+        results = [self.postprocess(out.value, self.manifest.labels, parameters) for out in outputs]
+        forward = max(out.forward_s for out in outputs)
+        queued = max(out.queued_s for out in outputs)
+        return Prediction(
+            results=results,
+            timings={
+                "tokenize_ms": (tokenized - started) * 1000,
+                "queue_ms": queued * 1000,
+                "forward_ms": forward * 1000,
+                "wait_ms": (done - tokenized) * 1000,
+            },
+            batch_sizes=[out.batch_size for out in outputs],
+        )
+
+    def warm_up(self) -> None:
+        """One forward per bucket, so the first request does not pay for lazy init."""
+        for bucket in self.manifest.sequence_lengths:
+            started = time.monotonic()
+            row = pad_row([self.pad_id], bucket, self.pad_id)
+            self.batcher.submit(bucket, row).result()
+            log.info("warm-up bucket=%d in %.1f ms", bucket, (time.monotonic() - started) * 1000)
+
+    def close(self) -> None:
+        self.batcher.close()
+
+
+def load_compiled(
+    model_dir: Path, backend: Any, *, overflow: str = "truncate", max_delay_ms: float = 5.0
+) -> CompiledModel:
+    """Check the artifact against this host, then load its tokenizer and every bucket's graph."""
+    from transformers import AutoTokenizer
+
+    started = time.monotonic()
+    manifest = read_manifest(model_dir)
+    check_files(model_dir, manifest)
+    check_compatible(manifest, backend.name, backend.versions())
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise ArtifactError(
+            f"cannot load the tokenizer from {model_dir}: {err}. The artifact must hold the "
+            "tokenizer files saved with the checkpoint (save_pretrained)."
+        ) from err
+    graphs = {}
+    for length in manifest.sequence_lengths:
+        path = manifest.graph_path(model_dir, length)
+        try:
+            graphs[length] = backend.load(path)
+        except Exception as err:  # the backend's own loader errors are not ours to list
+            raise ArtifactError(f"cannot load compiled graph {path}: {err}") from err
+    log.info(
+        "loaded artifact task=%s backend=%s batch=%d buckets=%s in %.1fs",
+        manifest.task,
+        manifest.backend,
+        manifest.batch_size,
+        list(manifest.sequence_lengths),
+        time.monotonic() - started,
+    )
+    return CompiledModel(
+        manifest, tokenizer, graphs, overflow=overflow, max_delay_s=max_delay_ms / 1000.0
+    )
