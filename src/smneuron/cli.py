@@ -14,6 +14,7 @@ from smneuron.errors import SmneuronError
 # name -> (module, help). Each module defines ``add_arguments(parser)`` and ``run(args) -> int``.
 COMMANDS: dict[str, tuple[str, str]] = {
     "hyperparameters": ("smneuron.training.hyperparameters", "list the training hyperparameters"),
+    "compile": ("smneuron.compile_job", "compile a fine-tuned checkpoint into a serving artifact"),
 }
 
 

@@ -1,0 +1,300 @@
+"""``smneuron compile``: turn a fine-tuned checkpoint into a serving artifact for a backend.
+
+Two ways to run it:
+
+- a command: ``smneuron compile --checkpoint DIR --output DIR --backend cpu|neuron
+  --batch-size 1 --sequence-lengths 32,64,128 [--compiler-args "..."]``;
+- a SageMaker job with the training image (``container_entry_point=["smneuron", "compile"]``,
+  no arguments): it reads ``hyperparameters.json`` and the ``checkpoint`` channel (a folder,
+  or the ``model.tar.gz`` a training job wrote), writes the artifact to ``/opt/ml/model`` and
+  ``success`` or ``failure`` under ``/opt/ml/output``.
+
+The artifact holds the checkpoint (config, weights, tokenizer), ``compiled/`` and
+``manifest.json`` (written last). torch-neuronx is imported only for ``--backend neuron``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import tarfile
+import tempfile
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from smneuron.artifact import COMPILED_DIR, MANIFEST, TASKS, Manifest
+from smneuron.errors import ArtifactError, ConfigurationError, SmneuronError
+from smneuron.settings import (
+    Paths,
+    TrainingEnv,
+    hp,
+    parse_hyperparameters,
+    parse_int_list,
+)
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_CHANNEL = "checkpoint"
+BACKENDS = ("auto", "cpu", "neuron")
+
+# Head class name suffix -> task (the fine-tuned checkpoint's config.architectures).
+_ARCHITECTURE_TASKS = (
+    ("ForSequenceClassification", "text-classification"),
+    ("ForTokenClassification", "token-classification"),
+    ("ForQuestionAnswering", "question-answering"),
+    ("ForMaskedLM", "fill-mask"),
+    ("ForMultipleChoice", "multiple-choice"),
+)
+_AUTO_CLASSES = {
+    "text-classification": "AutoModelForSequenceClassification",
+    "token-classification": "AutoModelForTokenClassification",
+    "question-answering": "AutoModelForQuestionAnswering",
+    "fill-mask": "AutoModelForMaskedLM",
+    "multiple-choice": "AutoModelForMultipleChoice",
+    "feature-extraction": "AutoModel",
+}
+_LABEL_TASKS = ("text-classification", "token-classification")
+
+
+@dataclass(frozen=True)
+class CompileHyperparameters:
+    """Hyperparameters of the compile job (SageMaker mode); the flags mirror them."""
+
+    backend: str = hp("auto", "str", "cpu, neuron, or auto (detect)", choices=BACKENDS)
+    batch_size: int = hp(1, "int", "static batch size of every graph", minimum=1, maximum=1024)
+    sequence_lengths: tuple[int, ...] = hp(
+        (32, 64, 128), "int_list", "sequence-length buckets", minimum=1, maximum=8192
+    )
+    compiler_args: str = hp("", "str", "neuronx-cc flags (default: bf16 matmult auto-cast)")
+    task: str = hp("", "str", "task; default: from the checkpoint's architecture")
+    pooling: str = hp("mean", "str", "feature-extraction pooling", choices=("mean", "cls"))
+    cores_per_model: int = hp(1, "int", "NeuronCores per loaded model", minimum=1)
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="fine-tuned Hugging Face checkpoint folder (or model.tar.gz); "
+        "without it, run as a SageMaker job (hyperparameters.json + 'checkpoint' channel)",
+    )
+    parser.add_argument("--output", type=Path, help="artifact folder to write")
+    parser.add_argument("--backend", choices=BACKENDS, default=None, help="default: auto")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 1")
+    parser.add_argument(
+        "--sequence-lengths", default=None, help="buckets, e.g. 32,64,128 (the default)"
+    )
+    parser.add_argument(
+        "--compiler-args",
+        default=None,
+        help='neuronx-cc flags, quoted, e.g. "--auto-cast all --auto-cast-type bf16"',
+    )
+    parser.add_argument("--task", choices=TASKS, default=None, help="default: from config")
+    parser.add_argument("--pooling", choices=("mean", "cls"), default=None)
+    parser.add_argument("--cores-per-model", type=int, default=None)
+
+
+def _from_args(args: argparse.Namespace) -> CompileHyperparameters:
+    raw: dict[str, Any] = {}
+    for spec in fields(CompileHyperparameters):
+        value = getattr(args, spec.name, None)
+        if value is not None:
+            raw[spec.name] = value
+    return parse_hyperparameters(CompileHyperparameters, raw)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.checkpoint is None:
+        return run_job(Paths.from_env())
+    if args.output is None:
+        raise ConfigurationError("--output is required with --checkpoint")
+    manifest = compile_checkpoint(args.checkpoint, args.output, _from_args(args))
+    print(json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# SageMaker job mode
+
+
+def run_job(paths: Paths) -> int:
+    """The SageMaker-job form: never raises; writes ``success`` or ``failure``."""
+    paths.output.mkdir(parents=True, exist_ok=True)
+    try:
+        env = TrainingEnv.from_env({"SAGEMAKER_BASE_DIR": str(paths.base)})
+        settings = parse_hyperparameters(CompileHyperparameters, env.hyperparameters)
+        channel = env.channels.get(CHECKPOINT_CHANNEL, paths.channel(CHECKPOINT_CHANNEL))
+        if not channel.is_dir():
+            raise ConfigurationError(
+                f"no '{CHECKPOINT_CHANNEL}' channel at {channel}: give the job an input "
+                f"channel named '{CHECKPOINT_CHANNEL}' holding the fine-tuned checkpoint"
+            )
+        compile_checkpoint(channel, paths.model, settings)
+    except SmneuronError as err:
+        log.error("compile failed: %s", err.message)
+        text = err.message if err.client_error else f"{err.message}\n\n{traceback.format_exc()}"
+        paths.failure.write_text(text, encoding="utf-8")
+        return 1 if err.client_error else 2
+    except Exception as err:  # noqa: BLE001 - the job's one boundary: report, then exit
+        log.exception("compile failed")
+        paths.failure.write_text(f"{err}\n\n{traceback.format_exc()}", encoding="utf-8")
+        return 2
+    paths.success.write_text("", encoding="utf-8")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# The work
+
+
+def compile_checkpoint(
+    checkpoint: Path, output: Path, settings: CompileHyperparameters, *, backend: Any = None
+) -> Manifest:
+    """Compile ``checkpoint`` into an artifact at ``output`` and return its manifest."""
+    from smneuron.accelerator import detect_backend
+    from smneuron.compile import compile_artifact, get_backend
+    from smneuron.neuron import DEFAULT_COMPILER_ARGS, parse_compiler_args
+
+    with tempfile.TemporaryDirectory(prefix="smneuron-checkpoint-") as scratch:
+        source = _checkpoint_folder(Path(checkpoint), Path(scratch))
+        config = _read_config(source)
+        task = settings.task or task_from_config(config)
+        if task not in TASKS:
+            raise ConfigurationError(f"task {task!r} is not one of: {', '.join(TASKS)}")
+        lengths = parse_int_list(settings.sequence_lengths, "sequence_lengths")
+        limit = config.get("max_position_embeddings")
+        if isinstance(limit, int) and max(lengths) > limit:
+            raise ConfigurationError(
+                f"sequence length {max(lengths)} is above the model's "
+                f"max_position_embeddings {limit}; use buckets up to {limit}"
+            )
+        name = settings.backend if settings.backend != "auto" else detect_backend()
+        backend = backend or get_backend(name)
+        args = parse_compiler_args(settings.compiler_args)
+        if backend.name == "neuron" and not args:
+            args = DEFAULT_COMPILER_ARGS
+        model = load_model(source, task)
+        _copy_checkpoint(source, Path(output))
+        log.info(
+            "compiling %s (%s) for %s: batch %d, buckets %s",
+            source,
+            task,
+            backend.name,
+            settings.batch_size,
+            list(lengths),
+        )
+        return compile_artifact(
+            Path(output),
+            model,
+            task=task,
+            labels=labels_from_config(config) if task in _LABEL_TASKS else (),
+            batch_size=settings.batch_size,
+            sequence_lengths=lengths,
+            backend=backend,
+            cores_per_model=settings.cores_per_model,
+            compiler_args=args,
+            pooling=settings.pooling if task == "feature-extraction" else None,
+        )
+
+
+def task_from_config(config: Mapping[str, Any]) -> str:
+    """The task of a checkpoint from its head class (``BertForSequenceClassification``...)."""
+    for architecture in config.get("architectures") or ():
+        for suffix, task in _ARCHITECTURE_TASKS:
+            if architecture.endswith(suffix):
+                return task
+        if architecture.endswith("Model"):
+            return "feature-extraction"
+    raise ConfigurationError(
+        f"cannot tell the task from config.json architectures {config.get('architectures')}; "
+        f"pass --task (one of: {', '.join(TASKS)})"
+    )
+
+
+def labels_from_config(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """Label names in logit order from ``id2label``."""
+    id2label = config.get("id2label") or {}
+    try:
+        return tuple(str(id2label[key]) for key in sorted(id2label, key=int))
+    except (TypeError, ValueError) as err:
+        raise ConfigurationError(f"config.json id2label is not keyed by integers: {err}") from err
+
+
+def load_model(folder: Path, task: str) -> Any:
+    """The checkpoint's model for ``task``, from local files only, no remote code."""
+    import transformers
+
+    auto = getattr(transformers, _AUTO_CLASSES[task])
+    try:
+        model = auto.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError) as err:
+        raise ConfigurationError(f"cannot load a {task} model from {folder}: {err}") from err
+    return model.eval()
+
+
+def _read_config(folder: Path) -> dict[str, Any]:
+    path = folder / "config.json"
+    if not path.is_file():
+        found = ", ".join(sorted(p.name for p in folder.iterdir())[:10]) or "nothing"
+        raise ConfigurationError(
+            f"{folder} has no config.json, so it is not a Hugging Face checkpoint (found: "
+            f"{found}). Point --checkpoint (or the '{CHECKPOINT_CHANNEL}' channel) at the "
+            "folder that save_pretrained wrote, or at the training job's model.tar.gz."
+        )
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ConfigurationError(f"{path} is not valid JSON: {err}") from err
+
+
+def _checkpoint_folder(path: Path, scratch: Path) -> Path:
+    """The folder holding config.json: ``path`` itself, or an unpacked model.tar.gz."""
+    if path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
+        archive = path
+    elif path.is_dir() and not (path / "config.json").exists():
+        archives = sorted(path.glob("*.tar.gz"))
+        if len(archives) != 1:
+            return path
+        archive = archives[0]
+    elif path.is_dir():
+        return path
+    else:
+        raise ConfigurationError(f"checkpoint {path} does not exist")
+    target = scratch / "unpacked"
+    target.mkdir()
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(target, filter="data")
+    except (tarfile.TarError, OSError) as err:
+        raise ConfigurationError(f"cannot unpack {archive}: {err}") from err
+    log.info("unpacked %s", archive)
+    return target
+
+
+def _copy_checkpoint(source: Path, output: Path) -> None:
+    """Copy the checkpoint's files next to the graphs (not an old manifest or graphs)."""
+    output.mkdir(parents=True, exist_ok=True)
+    if source.resolve() == output.resolve():
+        stale = output / MANIFEST
+        if stale.exists():
+            stale.unlink()  # the artifact is incomplete until the new manifest is written
+        return
+    for item in source.iterdir():
+        if item.name in (MANIFEST, COMPILED_DIR) or item.name.startswith("."):
+            continue
+        destination = output / item.name
+        if item.is_dir():
+            shutil.copytree(item, destination, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, destination)
+    if not (output / "config.json").exists():
+        raise ArtifactError(f"copying the checkpoint into {output} failed: no config.json")
