@@ -232,3 +232,19 @@ def test_neuron_ls_json_shapes():
 
 def test_fake_neuron_ls_is_executable():
     assert os.access(NEURON_LS, os.X_OK)
+
+
+def test_docs_instance_table_matches_the_layouts():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "neuron.md").read_text()
+    rows = {}
+    for line in doc.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if cells and cells[0] in INSTANCE_LAYOUTS and len(cells) >= 6:
+            rows[cells[0]] = cells
+    assert set(rows) == set(LISTED)
+    for name, cells in rows.items():
+        layout = INSTANCE_LAYOUTS[name]
+        assert int(cells[1]) == layout.devices
+        assert int(cells[2].split()[0]) == layout.neuron_cores
+        assert int(cells[4]) == len(worker_core_ranges(range(layout.neuron_cores), 1))
+        assert int(cells[5]) == len(worker_core_ranges(range(layout.neuron_cores), 2))
