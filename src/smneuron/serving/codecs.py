@@ -24,7 +24,6 @@ class Inputs:
 
     texts: list[str]
     parameters: dict[str, Any] = field(default_factory=dict)
-    single: bool = False  # the request held one bare string: answer with one result
 
 
 def media_type(header: str | None) -> str:
@@ -60,8 +59,8 @@ def decode_json(body: bytes) -> Inputs:
         if not isinstance(parameters, dict):
             raise ClientError('"parameters" must be a JSON object')
         data = data["inputs"]
-    texts, single = _as_texts(data, '"inputs"')
-    return Inputs(texts, parameters, single)
+    texts, _ = _as_texts(data, '"inputs"')
+    return Inputs(texts, parameters)
 
 
 def decode_jsonlines(body: bytes) -> Inputs:
@@ -100,7 +99,7 @@ def decode_text(body: bytes) -> Inputs:
     text = _text(body)
     if not text.strip():
         raise ClientError("request body is empty")
-    return Inputs([text], single=True)
+    return Inputs([text])
 
 
 def decode_npy(body: bytes) -> Inputs:
@@ -122,7 +121,7 @@ def decode_npy(body: bytes) -> Inputs:
     ]
     if not items:
         raise ClientError("NPY body is empty")
-    return Inputs(items, single=array.ndim == 0)
+    return Inputs(items)
 
 
 def encode_json(result: Any) -> bytes:

@@ -8,7 +8,7 @@ from typing import Any
 
 from smneuron.errors import PayloadTooLarge, ServerError, SmneuronError
 from smneuron.serving.handler import Response, error_response
-from smneuron.serving.runtime import WorkerRuntime, execution_parameters
+from smneuron.serving.runtime import Readiness, WorkerRuntime, execution_parameters
 from smneuron.settings import ServingSettings
 
 log = logging.getLogger(__name__)
@@ -17,7 +17,10 @@ CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 
 
 def create_app(
-    settings: ServingSettings, runtime: WorkerRuntime, workers: int
+    settings: ServingSettings,
+    runtime: WorkerRuntime,
+    workers: int,
+    readiness: Readiness | None = None,
 ) -> Any:  # flask.Flask
     """The WSGI app of one worker; ``runtime`` loads the model (in the background)."""
     from flask import Flask, request
@@ -33,7 +36,7 @@ def create_app(
 
     @app.get("/ping")
     def ping() -> Any:
-        return reply(runtime.ping())
+        return reply(runtime.ping(readiness))
 
     @app.get("/execution-parameters")
     def parameters() -> Any:
@@ -119,13 +122,15 @@ def run_gunicorn(settings: ServingSettings, runtime_dir: Path, workers: int, thr
                 "proc_name": "smneuron-serve",
                 "preload_app": False,
             }
+            if "control_socket_disable" in self.cfg.settings:  # gunicorn ≥ 23: one per server
+                options["control_socket_disable"] = True
             for key, value in options.items():
                 self.cfg.set(key, value)
 
         def load(self) -> Any:
             runtime = WorkerRuntime(settings, runtime_dir)
             runtime.load_in_background()
-            return create_app(settings, runtime, workers)
+            return create_app(settings, runtime, workers, Readiness(runtime_dir, workers))
 
     Application().run()
     return 0

@@ -70,6 +70,46 @@ def claim_slot(runtime_dir: Path, slots: int) -> tuple[int, Any]:
     raise ServerError(f"all {slots} worker slots are taken; a worker was started twice")
 
 
+def mark_ready(runtime_dir: Path, slot: int) -> None:
+    """Record that the worker in ``slot`` (this process) has loaded and warmed up."""
+    path = runtime_dir / f"ready-{slot}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid()}), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def ready_workers(runtime_dir: Path, slots: int) -> int:
+    """Slots whose worker marked itself ready and is still alive (a restarted worker only
+    counts once it has loaded again)."""
+    count = 0
+    for slot in range(slots):
+        try:
+            pid = json.loads((runtime_dir / f"ready-{slot}.json").read_text("utf-8"))["pid"]
+            os.kill(int(pid), 0)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        count += 1
+    return count
+
+
+class Readiness:
+    """/ping's answer for a pool of workers: every worker ready the first time, then any one
+    (so that one restarting worker does not fail the platform's health check)."""
+
+    def __init__(self, runtime_dir: Path | None, workers: int) -> None:
+        self.runtime_dir = runtime_dir
+        self.workers = workers
+        self.all_ready_once = False
+
+    def check(self) -> tuple[bool, str]:
+        if self.runtime_dir is None:
+            return False, "no runtime directory"
+        ready = ready_workers(self.runtime_dir, self.workers)
+        if ready >= self.workers:
+            self.all_ready_once = True
+        return bool(ready) and self.all_ready_once, f"{ready} of {self.workers} workers ready"
+
+
 class WorkerRuntime:
     """The model inside one worker process: load (once), answer ping and invocations."""
 
@@ -80,6 +120,8 @@ class WorkerRuntime:
         self.error: str | None = None
         self.handler: Handler | None = None
         self._slot_lock: Any = None
+        self.slot = 0
+        self.workers = 1
         self._lock = threading.Lock()
 
     def _worker_info(self) -> WorkerInfo:
@@ -93,6 +135,7 @@ class WorkerRuntime:
         index, self._slot_lock = (
             claim_slot(self.runtime_dir, layout.workers) if self.runtime_dir else (0, None)
         )
+        self.slot, self.workers = index, layout.workers
         cores = layout.core_ranges[index] if layout.core_ranges else None
         if cores is not None:
             # This process's own environment, before the Neuron runtime reads it at init.
@@ -120,6 +163,8 @@ class WorkerRuntime:
         with self._lock:
             self.handler = handler
             self.state = "ready"
+        if self.runtime_dir is not None:
+            mark_ready(self.runtime_dir, self.slot)
         log.info("ready: loaded and warmed up in %.1fs", time.monotonic() - started)
 
     def _fail(self, message: str) -> None:
@@ -139,9 +184,15 @@ class WorkerRuntime:
         thread.start()
         return thread
 
-    def ping(self) -> Response:
+    def ping(self, readiness: Readiness | None = None) -> Response:
+        """200 once the model is loaded and warmed up (in every worker, given ``readiness``)."""
         if self.state == "ready":
-            return Response(b'{"status": "ready"}', "application/json")
+            if readiness is None:
+                return Response(b'{"status": "ready"}', "application/json")
+            ready, status = readiness.check()
+            if ready:
+                return Response(b'{"status": "ready"}', "application/json")
+            return error_response(NotReady(f"the model is loading ({status})"))
         message = self.error or "the model is loading"
         return error_response(NotReady(message))
 
