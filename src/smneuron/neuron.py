@@ -324,6 +324,12 @@ def training_env(
     return env
 
 
+def training_env_additions(base: Mapping[str, str], paths: Paths, **options: Any) -> dict[str, str]:
+    """Only what ``training_env`` adds or changes, for ``training.launch.plan(env=...)``."""
+    full = training_env(base, paths, **options)
+    return {key: value for key, value in full.items() if base.get(key) != value}
+
+
 def torchrun_command(
     script: Sequence[str],
     *,

@@ -134,3 +134,21 @@ def test_trainer_choice_is_documented():
     assert trainer_name() == "transformers"
     doc = (Path(__file__).resolve().parents[2] / "docs" / "neuron.md").read_text()
     assert "NeuronTrainer" in doc and "transformers `Trainer`" in doc
+
+
+def test_additions_feed_the_generic_launch_plan(trn1_cores, tmp_path):
+    from smneuron.neuron import training_env_additions
+
+    launch = pytest.importorskip("smneuron.training.launch")
+
+    base = {"PATH": "/usr/bin", "NEURON_CC_FLAGS": "-O1"}
+    resource = ResourceConfig.from_dict({"current_host": "algo-2", "hosts": ["algo-1", "algo-2"]})
+    extra = training_env_additions(base, Paths(tmp_path), multi_host=True)
+    assert "PATH" not in extra and extra["FI_PROVIDER"] == "efa"
+    assert shlex.split(extra["NEURON_CC_FLAGS"])[0] == "-O1"
+    plan = launch.plan(resource, nproc_per_node=trn1_cores, env=extra)
+    command = launch.torchrun_command(plan)
+    assert "--nproc_per_node=32" in command and "--node_rank=1" in command
+    assert precompile_command(command)[:2] == ["neuron_parallel_compile", command[0]]
+    env = launch.worker_environ(base, plan)
+    assert env["NEURON_COMPILE_CACHE_URL"].endswith("checkpoints/neuron-compile-cache")
