@@ -157,6 +157,11 @@ class FrontHandler(BaseHTTPRequestHandler):
         if self.path != "/invocations":
             self._send_error(SmneuronError(f"no route POST {self.path}", status_code=404), True)
             return
+        ready, status = self.config.readiness.check()
+        if not ready:
+            message = f"the model is loading ({status}); retry after /ping is 200"
+            self._send_error(NotReady(message), close=True)
+            return
         try:
             body = self._read_body()
         except SmneuronError as err:
