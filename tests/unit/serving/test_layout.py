@@ -1,0 +1,79 @@
+"""Worker layout: NeuronCores per worker, over-subscription, CPU workers; MMS settings."""
+
+import json
+
+import pytest
+
+from smneuron.artifact import Manifest
+from smneuron.errors import AcceleratorError
+from smneuron.serving.layout import plan_layout
+from smneuron.serving.mms import mms_properties, write_stub_model
+from smneuron.serving.runtime import Layout, Readiness, claim_slot, mark_ready
+from smneuron.settings import Paths, ServingSettings
+
+
+def manifest(cores: int = 1, batch: int = 4) -> Manifest:
+    return Manifest(
+        task="text-classification",
+        backend="neuron",
+        batch_size=batch,
+        sequence_lengths=(64,),
+        cores_per_model=cores,
+    )
+
+
+def settings(tmp_path, **values) -> ServingSettings:
+    return ServingSettings(paths=Paths(tmp_path), **values)
+
+
+def test_neuron_workers_are_cores_divided_by_cores_per_model(tmp_path):
+    layout = plan_layout(settings(tmp_path), "neuron", manifest(2), visible_cores=range(4, 10))
+    assert layout.workers == 3
+    assert layout.core_ranges == ((4, 5), (6, 7), (8, 9))
+    assert layout.http_threads >= 4
+
+
+def test_oversubscription_fails_fast_with_the_numbers(tmp_path):
+    with pytest.raises(AcceleratorError, match="3 worker.*2 NeuronCore.*6 cores.*4 are visible"):
+        plan_layout(settings(tmp_path, workers=3), "neuron", manifest(2), visible_cores=range(4))
+
+
+def test_cpu_layout_from_settings(tmp_path):
+    layout = plan_layout(settings(tmp_path, workers=2, threads_per_worker=8), "cpu", None, cpus=8)
+    assert (layout.workers, layout.core_ranges, layout.http_threads) == (2, (), 8)
+    assert layout.torch_threads == 4
+    assert plan_layout(settings(tmp_path), "cpu", manifest(), cpus=2).workers == 1
+
+
+def test_layout_roundtrip_and_slots(tmp_path):
+    layout = Layout("neuron", 2, ((0,), (1,)), 16, None)
+    layout.write(tmp_path)
+    assert Layout.read(tmp_path) == layout
+    first, handle_a = claim_slot(tmp_path, 2)
+    assert first == 0
+    readiness = Readiness(tmp_path, 2)
+    assert readiness.check() == (False, "0 of 2 workers ready")
+    mark_ready(tmp_path, 0)
+    mark_ready(tmp_path, 1)
+    assert readiness.check() == (True, "2 of 2 workers ready")
+    (tmp_path / "ready-1.json").write_text(json.dumps({"pid": 2**22 + 12345}))  # a dead worker
+    assert readiness.check() == (True, "1 of 2 workers ready")
+    handle_a.close()
+
+
+def test_mms_sizes_and_workers_follow_settings(tmp_path):
+    props = mms_properties(
+        settings(tmp_path, max_payload_mb=20, model_server_timeout=90),
+        Layout("cpu", 3),
+        20001,
+        20002,
+        tmp_path,
+    )
+    assert int(props["max_request_size"]) > 20 * 1024 * 1024
+    assert int(props["max_response_size"]) >= 100 * 1024 * 1024
+    assert props["default_workers_per_model"] == "3"
+    assert props["default_response_timeout"] == "90"
+    assert props["inference_address"] == "http://127.0.0.1:20001"
+    stub = write_stub_model(tmp_path)
+    mar = json.loads((stub / "MAR-INF" / "MANIFEST.json").read_text())
+    assert mar["model"]["handler"] == "smneuron.serving.mms_service:handle"
