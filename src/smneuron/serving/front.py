@@ -204,13 +204,17 @@ class FrontHandler(BaseHTTPRequestHandler):
         self._send(reply.status, payload, content_type)
 
 
+class FrontServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # listen backlog; the default 5 resets bursts of connections
+
+
 def make_server(config: FrontConfig) -> ThreadingHTTPServer:
     handler = type("BoundFrontHandler", (FrontHandler,), {"config": config})
     try:
-        server = ThreadingHTTPServer(("0.0.0.0", config.port), handler)
+        server = FrontServer(("0.0.0.0", config.port), handler)
     except OSError as err:
         raise ServerError(f"cannot listen on port {config.port}: {err}") from err
-    server.daemon_threads = True
     return server
 
 

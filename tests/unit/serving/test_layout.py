@@ -77,3 +77,22 @@ def test_mms_sizes_and_workers_follow_settings(tmp_path):
     stub = write_stub_model(tmp_path)
     mar = json.loads((stub / "MAR-INF" / "MANIFEST.json").read_text())
     assert mar["model"]["handler"] == "smneuron.serving.mms_service:handle"
+
+
+def test_serve_fails_fast_when_the_layout_does_not_fit(tmp_path, monkeypatch, capsys):
+    from smneuron.serving import entry
+
+    monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(tmp_path))
+    monkeypatch.setenv("SMNEURON_ACCELERATOR", "neuron")
+    monkeypatch.setenv("SMNEURON_LOG_FORMAT", "text")
+    monkeypatch.setattr("smneuron.serving.layout.detect_neuron", lambda: None)
+    assert entry.main() == 1
+    assert "no Neuron device is visible" in capsys.readouterr().out
+
+
+def test_serve_rejects_bad_settings(monkeypatch, capsys):
+    from smneuron.serving import entry
+
+    monkeypatch.setenv("SMNEURON_SERVER", "tornado")
+    assert entry.main() == 1
+    assert "SMNEURON_SERVER" in capsys.readouterr().err
