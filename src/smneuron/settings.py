@@ -41,6 +41,13 @@ class ENV:
     # Neuron runtime, honored when the platform already set them.
     NEURON_VISIBLE_CORES = "NEURON_RT_VISIBLE_CORES"
     NEURON_NUM_CORES = "NEURON_RT_NUM_CORES"
+    # Internal: set by `serve` for the MMS backend workers it does not start itself.
+    RUNTIME_DIR = "SMNEURON_RUNTIME_DIR"
+    # Training process layout: the worker marker we set, the ranks torchrun sets.
+    TRAINING_WORKER = "SMNEURON_TRAINING_WORKER"
+    RANK = "RANK"
+    LOCAL_RANK = "LOCAL_RANK"
+    WORLD_SIZE = "WORLD_SIZE"
     # Instance type (NeuronCore layout): explicit override, then SageMaker training's name.
     INSTANCE_TYPE = "SMNEURON_INSTANCE_TYPE"
     SM_CURRENT_INSTANCE_TYPE = "SM_CURRENT_INSTANCE_TYPE"
