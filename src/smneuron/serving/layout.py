@@ -35,6 +35,7 @@ def plan_layout(
     batch = manifest.batch_size if manifest else 1
     threads = settings.threads_per_worker or max(16, 4 * batch)
     if backend == "neuron":
+        instance = None
         if visible_cores is None:
             inventory = detect_neuron()
             if inventory is None:
@@ -43,8 +44,9 @@ def plan_layout(
                     "inf2/trn1 instance with the devices passed in, or set SMNEURON_ACCELERATOR=cpu"
                 )
             visible_cores = inventory.cores
+            instance = inventory.instance_type
         per_model = manifest.cores_per_model if manifest else 1
-        ranges = worker_core_ranges(visible_cores, per_model, settings.workers)
+        ranges = worker_core_ranges(visible_cores, per_model, settings.workers, instance=instance)
         return Layout(backend, len(ranges), tuple(ranges), threads, None)
     cpus = cpus or available_cpus()
     workers = cpu_workers(cpus, settings.workers)
