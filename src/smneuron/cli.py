@@ -15,6 +15,7 @@ from smneuron.errors import SmneuronError
 COMMANDS: dict[str, tuple[str, str]] = {
     "hyperparameters": ("smneuron.training.hyperparameters", "list the training hyperparameters"),
     "compile": ("smneuron.compile_job", "compile a fine-tuned checkpoint into a serving artifact"),
+    "build": ("smneuron.images", "build the training and inference images"),
 }
 
 
