@@ -38,22 +38,38 @@ HOST_SPECIFIC = (
 )
 
 
+# Set for every test (and every subprocess a test starts through OptMl.environ).
+OFFLINE = {
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def clean_env(base: Mapping[str, str], aws_dir: Path) -> dict[str, str]:
+    """``base`` without AWS credentials or host layout, with the offline switches set."""
+    env = {k: v for k, v in base.items() if k not in AWS_CREDENTIALS and k not in HOST_SPECIFIC}
+    env["AWS_SHARED_CREDENTIALS_FILE"] = str(aws_dir / "credentials")
+    env["AWS_CONFIG_FILE"] = str(aws_dir / "config")
+    env.update(OFFLINE)
+    return env
+
+
+@pytest.fixture(scope="session")
+def aws_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty directory for the AWS credentials and config files (so none are found)."""
+    return tmp_path_factory.mktemp("aws-empty")
+
+
 @pytest.fixture(autouse=True)
-def clean_environ(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def clean_environ(aws_dir: Path) -> Iterator[None]:
     """Restore os.environ after every test; no AWS credentials, no model hub, no host layout."""
     saved = dict(os.environ)
-    for name in (*AWS_CREDENTIALS, *HOST_SPECIFIC):
-        os.environ.pop(name, None)
-    home = tmp_path_factory.getbasetemp() / "aws-empty"
-    home.mkdir(exist_ok=True)
-    os.environ["AWS_SHARED_CREDENTIALS_FILE"] = str(home / "credentials")
-    os.environ["AWS_CONFIG_FILE"] = str(home / "config")
-    os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    os.environ["HF_DATASETS_OFFLINE"] = "1"
-    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    os.environ.clear()
+    os.environ.update(clean_env(saved, aws_dir))
     try:
         yield
     finally:
@@ -64,8 +80,9 @@ def clean_environ(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 class OptMl:
     """A SageMaker /opt/ml tree under a tmp dir, with helpers to fill it."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, aws_dir: Path) -> None:
         self.base = base
+        self.aws_dir = aws_dir
         self.paths = Paths(base)
         for path in (
             self.paths.input_config,
@@ -78,8 +95,8 @@ class OptMl:
 
     @property
     def environ(self) -> dict[str, str]:
-        """os.environ plus SAGEMAKER_BASE_DIR pointing here (for subprocesses)."""
-        return {**os.environ, ENV.BASE_DIR: str(self.base)}
+        """A clean copy of os.environ with SAGEMAKER_BASE_DIR pointing here (for subprocesses)."""
+        return {**clean_env(os.environ, self.aws_dir), ENV.BASE_DIR: str(self.base)}
 
     def hyperparameters(self, values: Mapping[str, Any], *, encode: bool = True) -> Path:
         """Write hyperparameters.json; ``encode`` JSON-encodes each value as SageMaker does."""
@@ -88,7 +105,11 @@ class OptMl:
         return self.paths.hyperparameters
 
     def resource(self, current_host: str = "algo-1", hosts: tuple[str, ...] = ("algo-1",)):
-        data = {"current_host": current_host, "hosts": list(hosts), "network_interface_name": "eth0"}
+        data = {
+            "current_host": current_host,
+            "hosts": list(hosts),
+            "network_interface_name": "eth0",
+        }
         self.paths.resource_config.write_text(json.dumps(data))
         return self.paths.resource_config
 
@@ -113,10 +134,22 @@ class OptMl:
         return sorted(p.name for p in self.paths.model.iterdir())
 
 
+@pytest.fixture(scope="session")
+def opt_ml_factory(
+    tmp_path_factory: pytest.TempPathFactory, aws_dir: Path
+) -> Callable[[str], OptMl]:
+    """``factory(name)`` -> a new /opt/ml tree, for module-scoped fixtures (env not changed)."""
+
+    def factory(name: str = "opt_ml") -> OptMl:
+        return OptMl(tmp_path_factory.mktemp(name), aws_dir)
+
+    return factory
+
+
 @pytest.fixture
-def opt_ml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> OptMl:
+def opt_ml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aws_dir: Path) -> OptMl:
     """An empty /opt/ml tree in tmp_path; SAGEMAKER_BASE_DIR points at it."""
-    tree = OptMl(tmp_path / "opt_ml")
+    tree = OptMl(tmp_path / "opt_ml", aws_dir)
     monkeypatch.setenv(ENV.BASE_DIR, str(tree.base))
     return tree
 

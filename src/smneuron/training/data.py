@@ -122,6 +122,8 @@ def load_channel(found: ChannelFiles, cache_dir: Path | None = None) -> datasets
             **options,
         )
     except Exception as err:  # the builders raise many types; all mean "cannot read this"
+        if "corresponds to no data" in str(err):  # datasets' words for a split with no rows
+            raise DataError(f"channel {found.channel!r}: {names} holds no rows") from err
         raise DataError(
             f"channel {found.channel!r}: cannot read {names} as {found.data_format}: {_short(err)}"
         ) from err
