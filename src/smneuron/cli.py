@@ -16,6 +16,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "hyperparameters": ("smneuron.training.hyperparameters", "list the training hyperparameters"),
     "compile": ("smneuron.compile_job", "compile a fine-tuned checkpoint into a serving artifact"),
     "build": ("smneuron.images", "build the training and inference images"),
+    "push": ("smneuron.aws.ecr", "push the images to ECR (creating the repositories)"),
+    "invoke": ("smneuron.aws.runtime", "call InvokeEndpoint on a SageMaker endpoint"),
+    "local": ("smneuron.aws.localmode", "train, deploy, invoke, transform in SageMaker local mode"),
 }
 
 

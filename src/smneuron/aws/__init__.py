@@ -1,0 +1,1 @@
+"""AWS-facing tools: ECR push, sagemaker-runtime invoke, SageMaker SDK local mode."""

@@ -1,0 +1,353 @@
+"""`smneuron local`: SageMaker Python SDK (2.x) local mode with our images, fully offline.
+
+Local mode needs no AWS account when three things hold, all arranged by ``offline_env``:
+dummy credentials and a region, telemetry opted out through ``SAGEMAKER_USER_CONFIG_OVERRIDE``
+(otherwise the SDK calls STS), and ``file://`` inputs and outputs. ``deploy`` and ``transform``
+never use the SDK's own waits (a fixed 30 s sleep, a 120 s health limit, CloudWatch): they
+return at once and this module polls the container itself, with a limit the caller sets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+
+from smneuron.errors import ConfigurationError, SmneuronError
+
+log = logging.getLogger(__name__)
+
+DUMMY_ROLE = "arn:aws:iam::111111111111:role/SmneuronLocalMode"
+OFFLINE_DEFAULTS = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+SDK_CONFIG = """SchemaVersion: '1.0'
+SageMaker:
+  PythonSDK:
+    Modules:
+      TelemetryOptOut: true
+"""
+
+
+class LocalModeError(SmneuronError):
+    """A local-mode job or endpoint failed; the message carries the container's log tail."""
+
+
+def offline_env(workdir: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment variables that keep the SDK off the network (to put in os.environ)."""
+    environ = os.environ if environ is None else environ
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "sagemaker-config.yaml"
+    config.write_text(SDK_CONFIG, encoding="utf-8")
+    values = {key: environ.get(key) or value for key, value in OFFLINE_DEFAULTS.items()}
+    values["SAGEMAKER_USER_CONFIG_OVERRIDE"] = str(config)
+    return values
+
+
+def apply_offline_env(workdir: Path) -> None:
+    """Set the offline variables in this process (the SDK reads them from os.environ)."""
+    os.environ.update(offline_env(workdir))
+
+
+def session(port: int = 8080, container_root: Path | None = None):  # type: ignore[no-untyped-def]
+    from sagemaker.local import LocalSession
+
+    local = LocalSession()
+    config: dict[str, object] = {"local_code": True, "serving_port": port}
+    if container_root is not None:
+        container_root.mkdir(parents=True, exist_ok=True)
+        config["container_root"] = str(container_root)
+    local.config = {"local": config}
+    return local
+
+
+def file_uri(path: str | Path) -> str:
+    text = str(path)
+    return text if "://" in text else "file://" + str(Path(text).resolve())
+
+
+def train(
+    image: str,
+    channels: Mapping[str, str | Path],
+    output: Path,
+    *,
+    hyperparameters: Mapping[str, object] | None = None,
+    instance_count: int = 1,
+    environment: Mapping[str, str] | None = None,
+    sagemaker_session=None,  # type: ignore[no-untyped-def]
+) -> str:
+    """Run a local training job; return the model.tar.gz URI (``file://``)."""
+    from sagemaker.estimator import Estimator
+
+    output.mkdir(parents=True, exist_ok=True)
+    estimator = Estimator(
+        image_uri=image,
+        role=DUMMY_ROLE,
+        instance_count=instance_count,
+        instance_type="local",
+        output_path=file_uri(output),
+        hyperparameters=dict(hyperparameters or {}),
+        environment=dict(environment or {}),
+        sagemaker_session=sagemaker_session or session(),
+    )
+    try:
+        estimator.fit({name: file_uri(path) for name, path in channels.items()}, logs=True)
+    except Exception as err:  # the SDK raises RuntimeError/ValueError with little detail
+        failure = _failure_reason(output)
+        raise LocalModeError(f"local training failed: {err}{failure}") from err
+    return estimator.model_data
+
+
+def _failure_reason(output: Path) -> str:
+    for path in output.rglob("failure"):
+        return f"\n{path.read_text(encoding='utf-8', errors='replace')[-2000:]}"
+    return ""
+
+
+def wait_for_ping(port: int, limit_s: float = 300, host: str = "localhost") -> float:
+    """Poll /ping until 200; return the seconds it took."""
+    started = time.monotonic()
+    last = "no answer"
+    while time.monotonic() - started < limit_s:
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/ping", timeout=2) as answer:
+                if answer.status == 200:
+                    return time.monotonic() - started
+                last = f"HTTP {answer.status}"
+        except urllib.error.HTTPError as err:
+            last = f"HTTP {err.code}"
+        except OSError as err:
+            last = str(err)
+        time.sleep(1)
+    raise LocalModeError(f"the endpoint on port {port} was not healthy in {limit_s:.0f}s ({last})")
+
+
+def deploy(
+    image: str,
+    model_data: str,
+    *,
+    port: int = 8080,
+    environment: Mapping[str, str] | None = None,
+    health_limit_s: float = 300,
+    sagemaker_session=None,  # type: ignore[no-untyped-def]
+):  # type: ignore[no-untyped-def]
+    """Deploy ``model_data`` to a local endpoint; return a JSON predictor once /ping is 200."""
+    from sagemaker.deserializers import JSONDeserializer
+    from sagemaker.model import Model
+    from sagemaker.predictor import Predictor
+    from sagemaker.serializers import JSONSerializer
+
+    local = sagemaker_session or session(port)
+    model = Model(
+        image_uri=image,
+        model_data=model_data,
+        role=DUMMY_ROLE,
+        env=dict(environment or {}),
+        sagemaker_session=local,
+    )
+    model.deploy(initial_instance_count=1, instance_type="local", wait=False)
+    predictor = Predictor(
+        model.endpoint_name,
+        sagemaker_session=local,
+        serializer=JSONSerializer(),
+        deserializer=JSONDeserializer(),
+    )
+    try:
+        seconds = wait_for_ping(port, health_limit_s)
+    except LocalModeError:
+        delete(predictor)
+        raise
+    log.info("endpoint %s healthy after %.1fs on port %d", model.endpoint_name, seconds, port)
+    predictor.model_name = model.name
+    return predictor
+
+
+def delete(predictor) -> None:  # type: ignore[no-untyped-def]
+    """Stop the endpoint container and forget the endpoint, config and model."""
+    model_name = getattr(predictor, "model_name", None)
+    predictor.delete_endpoint(delete_endpoint_config=True)
+    if model_name:
+        predictor.sagemaker_session.sagemaker_client.delete_model(model_name)
+
+
+def invoke_local(
+    local_session,  # type: ignore[no-untyped-def]
+    endpoint_name: str,
+    body: bytes,
+    content_type: str = "application/json",
+    accept: str = "application/json",
+) -> bytes:
+    """InvokeEndpoint through the SDK's local sagemaker-runtime client."""
+    answer = local_session.sagemaker_runtime_client.invoke_endpoint(
+        EndpointName=endpoint_name, Body=body, ContentType=content_type, Accept=accept
+    )
+    return answer["Body"].read()
+
+
+def transform(
+    image: str,
+    model_data: str,
+    data: Path,
+    output: Path,
+    *,
+    content_type: str = "text/csv",
+    accept: str = "text/csv",
+    port: int = 8080,
+    environment: Mapping[str, str] | None = None,
+    limit_s: float = 600,
+    sagemaker_session=None,  # type: ignore[no-untyped-def]
+) -> list[Path]:
+    """Batch transform ``data`` line by line; return the output files once they exist."""
+    from sagemaker.model import Model
+
+    local = sagemaker_session or session(port)
+    model = Model(
+        image_uri=image,
+        model_data=model_data,
+        role=DUMMY_ROLE,
+        env=dict(environment or {}),
+        sagemaker_session=local,
+    )
+    model._create_sagemaker_model(instance_type="local")
+    transformer = model.transformer(
+        instance_count=1,
+        instance_type="local",
+        output_path=file_uri(output),
+        accept=accept,
+        strategy="MultiRecord",
+        assemble_with="Line",
+    )
+    output.mkdir(parents=True, exist_ok=True)
+    # wait=True would call CloudWatch; the local job runs in a thread of this process.
+    transformer.transform(
+        file_uri(data), content_type=content_type, split_type="Line", wait=False, logs=False
+    )
+    inputs = [data] if data.is_file() else sorted(p for p in data.iterdir() if p.is_file())
+    expected = [output / (path.name + ".out") for path in inputs]
+    deadline = time.monotonic() + limit_s
+    job = transformer.latest_transform_job
+    while time.monotonic() < deadline:
+        status = local.sagemaker_client.describe_transform_job(job.name)["TransformJobStatus"]
+        if status == "Completed" and all(path.is_file() for path in expected):
+            local.sagemaker_client.delete_model(model.name)
+            return expected
+        if status == "Failed":
+            raise LocalModeError(f"batch transform {job.name} failed")
+        time.sleep(1)
+    raise LocalModeError(f"batch transform did not finish in {limit_s:.0f}s")
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from smneuron.images import image_tag
+
+    sub = parser.add_subparsers(dest="action", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--workdir", type=Path, default=Path("build/localmode"))
+    common.add_argument("--port", type=int, default=8080, help="host port of the endpoint")
+    common.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="container variable"
+    )
+
+    t = sub.add_parser("train", parents=[common], help="run a training job")
+    t.add_argument("--image", default=image_tag("training", "cpu"))
+    t.add_argument("--channel", action="append", required=True, metavar="NAME=PATH")
+    t.add_argument("--hyperparameters", default="{}", help="JSON object")
+    t.add_argument("--instance-count", type=int, default=1)
+    t.add_argument("--output", type=Path, default=Path("build/localmode/output"))
+
+    d = sub.add_parser("deploy", parents=[common], help="serve a model.tar.gz until Ctrl-C")
+    d.add_argument("--image", default=image_tag("inference", "cpu"))
+    d.add_argument("--model-data", required=True)
+    d.add_argument("--health-timeout", type=float, default=300)
+
+    i = sub.add_parser("invoke", parents=[common], help="POST a body to the local endpoint")
+    i.add_argument("--body", required=True, help="request body text")
+    i.add_argument("--content-type", default="application/json")
+    i.add_argument("--accept", default="application/json")
+
+    x = sub.add_parser("transform", parents=[common], help="batch transform, one record a line")
+    x.add_argument("--image", default=image_tag("inference", "cpu"))
+    x.add_argument("--model-data", required=True)
+    x.add_argument("--data", type=Path, required=True)
+    x.add_argument("--output", type=Path, default=Path("build/localmode/transform"))
+    x.add_argument("--content-type", default="text/csv")
+    x.add_argument("--accept", default="text/csv")
+
+
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ConfigurationError(f"{what}: expected NAME=VALUE, got {item!r}")
+        pairs[name] = value
+    return pairs
+
+
+def run(args: argparse.Namespace) -> int:
+    apply_offline_env(args.workdir.resolve())
+    env = _pairs(args.env, "--env")
+    if args.action == "train":
+        hyperparameters = json.loads(args.hyperparameters)
+        uri = train(
+            args.image,
+            _pairs(args.channel, "--channel"),
+            args.output.resolve(),
+            hyperparameters=hyperparameters,
+            instance_count=args.instance_count,
+            environment=env,
+        )
+        print(uri)
+    elif args.action == "deploy":
+        predictor = deploy(
+            args.image,
+            file_uri(args.model_data),
+            port=args.port,
+            environment=env,
+            health_limit_s=args.health_timeout,
+        )
+        print(f"endpoint {predictor.endpoint_name} on http://localhost:{args.port} (Ctrl-C stops)")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            delete(predictor)
+    elif args.action == "invoke":
+        request = urllib.request.Request(
+            f"http://localhost:{args.port}/invocations",
+            data=args.body.encode(),
+            headers={"Content-Type": args.content_type, "Accept": args.accept},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                print(answer.read().decode())
+        except urllib.error.HTTPError as err:
+            raise LocalModeError(f"HTTP {err.code}: {err.read().decode()}") from err
+    else:
+        for path in transform(
+            args.image,
+            file_uri(args.model_data),
+            args.data.resolve(),
+            args.output.resolve(),
+            content_type=args.content_type,
+            accept=args.accept,
+            port=args.port,
+            environment=env,
+        ):
+            print(path)
+    return 0

@@ -1,0 +1,102 @@
+"""`smneuron invoke`: sagemaker-runtime InvokeEndpoint with a body from a file or stdin."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from smneuron.errors import ClientError, SmneuronError
+
+log = logging.getLogger(__name__)
+
+
+class InvokeError(SmneuronError):
+    """The endpoint or the runtime API refused the call."""
+
+
+def invoke(
+    endpoint_name: str,
+    body: bytes,
+    *,
+    content_type: str = "application/json",
+    accept: str | None = None,
+    custom_attributes: str | None = None,
+    region: str | None = None,
+    endpoint_url: str | None = None,
+    client=None,  # type: ignore[no-untyped-def]
+) -> tuple[bytes, str]:
+    """Call InvokeEndpoint; return (body, content type) of the answer."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, NoCredentialsError
+    from botocore.exceptions import ClientError as AwsClientError
+
+    if client is None:
+        client = boto3.client("sagemaker-runtime", region_name=region, endpoint_url=endpoint_url)
+    kwargs: dict[str, object] = {
+        "EndpointName": endpoint_name,
+        "Body": body,
+        "ContentType": content_type,
+    }
+    if accept:
+        kwargs["Accept"] = accept
+    if custom_attributes:
+        kwargs["CustomAttributes"] = custom_attributes
+    try:
+        response = client.invoke_endpoint(**kwargs)
+    except NoCredentialsError as err:
+        raise InvokeError("no AWS credentials found; set AWS_PROFILE or AWS keys") from err
+    except AwsClientError as err:
+        error = err.response.get("Error", {})
+        status = err.response.get("OriginalStatusCode") or err.response.get(
+            "ResponseMetadata", {}
+        ).get("HTTPStatusCode")
+        message = f"{endpoint_name}: {error.get('Code', 'error')}: {error.get('Message', err)}"
+        if status and 400 <= int(status) < 500:
+            raise ClientError(message, status_code=int(status)) from err
+        raise InvokeError(message) from err
+    except BotoCoreError as err:
+        raise InvokeError(f"{endpoint_name}: {err}") from err
+    return response["Body"].read(), response.get("ContentType", "")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--endpoint-name", required=True)
+    parser.add_argument("--content-type", default="application/json")
+    parser.add_argument("--accept")
+    parser.add_argument("--custom-attributes")
+    parser.add_argument(
+        "--body", help="the request body: a file path, '-' for stdin (default), or @TEXT"
+    )
+    parser.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION"))
+    parser.add_argument("--endpoint-url", help="sagemaker-runtime endpoint (e.g. local mode)")
+
+
+def read_body(spec: str | None) -> bytes:
+    if spec is None or spec == "-":
+        return sys.stdin.buffer.read()
+    if spec.startswith("@"):
+        return spec[1:].encode()
+    path = Path(spec)
+    if not path.is_file():
+        raise ClientError(f"--body {spec}: no such file (use @TEXT for literal text)")
+    return path.read_bytes()
+
+
+def run(args: argparse.Namespace) -> int:
+    answer, content_type = invoke(
+        args.endpoint_name,
+        read_body(args.body),
+        content_type=args.content_type,
+        accept=args.accept,
+        custom_attributes=args.custom_attributes,
+        region=args.region,
+        endpoint_url=args.endpoint_url,
+    )
+    log.debug("answer content type %s", content_type)
+    sys.stdout.buffer.write(answer)
+    if not answer.endswith(b"\n"):
+        sys.stdout.buffer.write(b"\n")
+    return 0
