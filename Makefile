@@ -10,12 +10,12 @@ setup:  ## install the package with every extra, pinned (torch: the CPU build)
 		"torch==$$(sed -n 's/^torch==//p' constraints/$(ACCELERATOR).txt)" -e ".[train,serve,aws,dev]"
 
 lint:
-	$(PYTHON) -m ruff check src tests handlers scripts examples
-	$(PYTHON) -m ruff format --check src tests handlers scripts examples
+	$(PYTHON) -m ruff check src tests handlers scripts examples benchmarks
+	$(PYTHON) -m ruff format --check src tests handlers scripts examples benchmarks
 
 format:
-	$(PYTHON) -m ruff check --fix src tests handlers scripts examples
-	$(PYTHON) -m ruff format src tests handlers scripts examples
+	$(PYTHON) -m ruff check --fix src tests handlers scripts examples benchmarks
+	$(PYTHON) -m ruff format src tests handlers scripts examples benchmarks
 
 test:  ## every tier; docker tiers skip without an engine unless CI=true
 	$(PYTEST) tests
@@ -25,6 +25,9 @@ test-unit:
 
 test-docker:
 	$(PYTEST) tests/container tests/localmode
+
+bench:  ## serving throughput/latency/startup figures on this host (prints a table)
+	$(PYTHON) benchmarks/serving.py
 
 demo:
 	$(PYTHON) examples/spam/demo.py
