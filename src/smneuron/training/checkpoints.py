@@ -108,6 +108,14 @@ def checkpoint_callback(flag: TerminationFlag) -> Any:
                 control.should_save = True
             return control
 
+        def on_epoch_end(self, args, state, control, **kwargs):
+            if flag.requested:
+                # Stopping mid-epoch still ends the epoch: skip its evaluation and save, the
+                # checkpoint is already written and the 30 s until SIGKILL are running.
+                control.should_evaluate = False
+                control.should_save = False
+            return control
+
         def on_save(self, args, state, control, **kwargs):
             log.info(
                 "checkpoint-%d saved to %s in %.1fs",
