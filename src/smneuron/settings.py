@@ -48,6 +48,7 @@ class ENV:
     RANK = "RANK"
     LOCAL_RANK = "LOCAL_RANK"
     WORLD_SIZE = "WORLD_SIZE"
+    MASTER_PORT = "SMNEURON_MASTER_PORT"  # torchrun rendezvous port on hosts[0]
     # Instance type (NeuronCore layout): explicit override, then SageMaker training's name.
     INSTANCE_TYPE = "SMNEURON_INSTANCE_TYPE"
     SM_CURRENT_INSTANCE_TYPE = "SM_CURRENT_INSTANCE_TYPE"
