@@ -298,6 +298,7 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    logging.getLogger("sagemaker.config").setLevel(logging.WARNING)  # it logs to stdout
     apply_offline_env(args.workdir.resolve())
     env = _pairs(args.env, "--env")
     if args.action == "train":

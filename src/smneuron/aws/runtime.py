@@ -71,7 +71,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--body", help="the request body: a file path, '-' for stdin (default), or @TEXT"
     )
     parser.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION"))
-    parser.add_argument("--endpoint-url", help="sagemaker-runtime endpoint (e.g. local mode)")
+    parser.add_argument("--endpoint-url", help="sagemaker-runtime API endpoint override")
+    parser.add_argument(
+        "--local-port",
+        type=int,
+        help="call a SageMaker local-mode endpoint on this port (the SDK's local runtime client)",
+    )
 
 
 def read_body(spec: str | None) -> bytes:
@@ -85,6 +90,15 @@ def read_body(spec: str | None) -> bytes:
     return path.read_bytes()
 
 
+def local_client(port: int):  # type: ignore[no-untyped-def]
+    """The SageMaker SDK's local-mode runtime client, talking to localhost:port."""
+    # The SDK logs its config lookup to stdout at INFO; stdout here is the answer.
+    logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
+    from sagemaker.local.local_session import LocalSagemakerRuntimeClient
+
+    return LocalSagemakerRuntimeClient(config={"local": {"serving_port": port}})
+
+
 def run(args: argparse.Namespace) -> int:
     answer, content_type = invoke(
         args.endpoint_name,
@@ -94,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         custom_attributes=args.custom_attributes,
         region=args.region,
         endpoint_url=args.endpoint_url,
+        client=local_client(args.local_port) if args.local_port else None,
     )
     log.debug("answer content type %s", content_type)
     sys.stdout.buffer.write(answer)

@@ -1,0 +1,119 @@
+"""Local-mode fixtures: an offline SageMaker SDK environment, moto_server, a local registry."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+DEMO_DATA = Path(__file__).resolve().parents[2] / "examples" / "spam" / "data"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, process: subprocess.Popen, limit_s: float = 60) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"{process.args[0]} exited with {process.returncode}")
+        try:
+            requests.get(url, timeout=2)
+            return
+        except requests.RequestException:
+            time.sleep(0.3)
+    raise AssertionError(f"{url} did not answer in {limit_s}s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def offline(tmp_path_factory, monkeypatch) -> Path:
+    """Dummy credentials, a region and telemetry off: the SDK never leaves the machine."""
+    from smneuron.aws.localmode import offline_env
+
+    workdir = tmp_path_factory.mktemp("sdk")
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(workdir / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(workdir / "none"))
+    for key, value in offline_env(workdir, {}).items():
+        monkeypatch.setenv(key, value)
+    return workdir
+
+
+@pytest.fixture
+def moto_ecr(tmp_path) -> Iterator[str]:
+    """moto_server on 127.0.0.1 (a random port): the ECR API. Yields its URL."""
+    exe = shutil.which("moto_server")
+    if exe is None:
+        pytest.fail("moto_server is not installed (make setup installs moto[server])")
+    port = free_port()
+    log = (tmp_path / "moto.log").open("w")
+    process = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/", process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(process)
+        log.close()
+
+
+REGISTRY_CONFIG = """version: 0.1
+storage:
+  filesystem:
+    rootdirectory: {root}
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:{port}
+"""
+
+
+@pytest.fixture
+def local_registry(tmp_path) -> Iterator[str]:
+    """Debian's docker-registry on 127.0.0.1 (a random port; the daemon trusts 127.0.0.0/8)."""
+    exe = shutil.which("docker-registry")
+    if exe is None:
+        pytest.fail("docker-registry is not installed (scripts/docker-engine.sh installs it)")
+    port = free_port()
+    config = tmp_path / "registry.yml"
+    config.write_text(REGISTRY_CONFIG.format(root=tmp_path / "registry", port=port))
+    log = (tmp_path / "registry.log").open("w")
+    process = subprocess.Popen([exe, "serve", str(config)], stdout=log, stderr=log)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v2/", process)
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop(process)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def spam_channels(tmp_path_factory, docker_tiny_model) -> dict[str, Path]:
+    """train / validation / model channels: a slice of the demo data and the tiny model."""
+    root = tmp_path_factory.mktemp("channels")
+    channels = {}
+    for name, rows in (("train", 48), ("validation", 16)):
+        lines = (DEMO_DATA / f"{name}.csv").read_text(encoding="utf-8").splitlines()
+        (root / name).mkdir()
+        (root / name / f"{name}.csv").write_text("\n".join(lines[: rows + 1]) + "\n")
+        channels[name] = root / name
+    channels["model"] = docker_tiny_model
+    return channels
