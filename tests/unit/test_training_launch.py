@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from smneuron.errors import ConfigurationError
 from smneuron.settings import ENV, ResourceConfig
 from smneuron.training import launch
 
@@ -71,3 +74,10 @@ def test_worker_environment_is_a_copy():
     base = {"A": "1"}
     launch.worker_environ(base, launch.plan(ResourceConfig()))
     assert base == {"A": "1"}
+
+
+def test_master_port_from_the_environment():
+    assert launch.master_port({}) == 29500
+    assert launch.master_port({ENV.MASTER_PORT: "29400"}) == 29400
+    with pytest.raises(ConfigurationError, match="SMNEURON_MASTER_PORT: expected an integer"):
+        launch.master_port({ENV.MASTER_PORT: "high"})

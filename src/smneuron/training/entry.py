@@ -34,7 +34,7 @@ def main() -> int:
     try:
         env = TrainingEnv.from_env()
         hps = hyperparameters.load(env.hyperparameters)
-        layout = launch.plan(env.resource)
+        layout = launch.plan(env.resource, master_port=launch.master_port(os.environ))
         if launch.needs_launch(layout, os.environ):
             code = launch.relaunch(layout, os.environ)
             if code != 0:

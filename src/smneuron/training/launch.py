@@ -15,7 +15,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from smneuron.settings import ENV, ResourceConfig
+from smneuron.settings import ENV, ResourceConfig, parse_int
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,12 @@ def plan(
         master_port=master_port,
         env=extra,
     )
+
+
+def master_port(environ: Mapping[str, str]) -> int:
+    """The rendezvous port: ``SMNEURON_MASTER_PORT`` or 29500."""
+    raw = environ.get(ENV.MASTER_PORT, "").strip()
+    return parse_int(raw, ENV.MASTER_PORT) if raw else DEFAULT_MASTER_PORT
 
 
 def torchrun_command(

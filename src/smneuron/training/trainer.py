@@ -317,6 +317,7 @@ def _fit(
         disable_tqdm=True,
         use_cpu=on_cpu,
         ddp_backend="gloo" if distributed and on_cpu else None,
+        ddp_find_unused_parameters=False if distributed else None,
         dataloader_num_workers=0,
         group_by_length=hps.group_by_length,
     )
