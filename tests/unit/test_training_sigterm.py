@@ -78,3 +78,27 @@ def test_sigterm_checkpoints_exits_and_the_next_job_resumes(opt_ml, tiny_model_d
     assert metrics["global_step"] == stopped_at + 3
     assert opt_ml.paths.success.exists()
     assert not opt_ml.paths.failure.exists()
+
+
+@pytest.mark.slow
+def test_sigterm_before_training_exits_at_once_without_a_checkpoint(opt_ml, tiny_model_dir):
+    opt_ml.model_channel(tiny_model_dir)
+    opt_ml.channel("train", {"train.csv": ROWS})
+    opt_ml.channel("validation", {"validation.csv": ROWS})
+    process = start(opt_ml, {"max_steps": 5})
+    lines = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if "channel train:" in line:  # data loaded, model not yet
+                break
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=SIGKILL_AFTER_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 143, "".join(lines) + rest
+    assert "stopped by SIGTERM" in opt_ml.paths.failure.read_text()
+    assert list(opt_ml.paths.checkpoints.iterdir()) == []
+    assert opt_ml.model_files() == []

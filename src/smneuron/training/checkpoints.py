@@ -25,8 +25,12 @@ CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 EXIT_TERMINATED = 143
 
 
-class Terminated(Exception):
-    """The job got SIGTERM and stops (after saving a checkpoint when it was training)."""
+class Terminated(BaseException):
+    """The job got SIGTERM and stops (after saving a checkpoint when it was training).
+
+    A BaseException, like KeyboardInterrupt, so that library code catching Exception (a data
+    reader, a retry loop) cannot turn it into another error.
+    """
 
 
 class TerminationFlag:
