@@ -17,7 +17,8 @@ say() { echo "docker-engine: $*"; }
 
 engine_up() { docker info >/dev/null 2>&1; }
 
-if command -v docker >/dev/null 2>&1 && engine_up; then
+if command -v docker >/dev/null 2>&1 && engine_up && command -v docker-compose >/dev/null 2>&1 \
+    && command -v docker-registry >/dev/null 2>&1; then
     say "engine already running ($(docker version --format '{{.Server.Version}}' 2>/dev/null))"
     exit 0
 fi
@@ -30,6 +31,8 @@ fi
 missing=()
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+# The push tests run Debian's registry on 127.0.0.1 (never started as a service here).
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 if [ "${#missing[@]}" -gt 0 ]; then
     say "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -37,6 +40,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" iptables >/dev/null
 fi
 
+if engine_up; then
+    say "engine ready ($(docker version --format '{{.Server.Version}}' 2>/dev/null))"
+    exit 0
+fi
 if [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then
     say "dockerd already started (pid $(cat "$pid_file")), waiting for it"
 else

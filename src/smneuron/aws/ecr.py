@@ -34,7 +34,8 @@ class Pushed:
 def ecr_client(region: str | None, endpoint_url: str | None):  # type: ignore[no-untyped-def]
     import boto3
 
-    return boto3.client("ecr", region_name=region, endpoint_url=endpoint_url)
+    # A fresh session: the default one caches the credentials it found first.
+    return boto3.session.Session().client("ecr", region_name=region, endpoint_url=endpoint_url)
 
 
 def _aws_error(err: Exception, action: str) -> PushError:

@@ -34,7 +34,9 @@ def invoke(
     from botocore.exceptions import ClientError as AwsClientError
 
     if client is None:
-        client = boto3.client("sagemaker-runtime", region_name=region, endpoint_url=endpoint_url)
+        client = boto3.session.Session().client(
+            "sagemaker-runtime", region_name=region, endpoint_url=endpoint_url
+        )
     kwargs: dict[str, object] = {
         "EndpointName": endpoint_name,
         "Body": body,
