@@ -84,12 +84,16 @@ def ensure_repository(client, name: str) -> str:  # type: ignore[no-untyped-def]
     return created["repositoryUri"]
 
 
-def login(client, docker_client, registry: str | None = None) -> str:  # type: ignore[no-untyped-def]
-    """Docker login with an ECR token; return the registry host the token is for."""
+def login(  # type: ignore[no-untyped-def]
+    client, docker_client, registry: str | None = None, account: str | None = None
+) -> str:
+    """Docker login with an ECR token (for ``account``, default the caller's); return the
+    registry host the token is for."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        data = client.get_authorization_token()["authorizationData"][0]
+        kwargs = {"registryIds": [account]} if account else {}
+        data = client.get_authorization_token(**kwargs)["authorizationData"][0]
     except (ClientError, BotoCoreError) as err:
         raise _aws_error(err, "getting an ECR authorization token") from err
     user, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
@@ -159,8 +163,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--accelerator", default="cpu", choices=("cpu", "neuron"))
     parser.add_argument("--tag", help="remote tag (default: the local tag)")
     parser.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION"))
-    parser.add_argument("--registry", help="push here instead of the ECR registry host")
-    parser.add_argument("--ecr-endpoint-url", help="ECR API endpoint (e.g. moto_server)")
+    parser.add_argument(
+        "--registry",
+        default=os.environ.get("SMNEURON_REGISTRY") or None,
+        help="push here instead of the ECR registry host (env SMNEURON_REGISTRY)",
+    )
+    parser.add_argument(
+        "--ecr-endpoint-url",
+        default=os.environ.get("SMNEURON_ECR_ENDPOINT_URL") or None,
+        help="ECR API endpoint, e.g. moto_server (env SMNEURON_ECR_ENDPOINT_URL)",
+    )
+    parser.add_argument(
+        "--login-only", action="store_true", help="docker login to ECR, push nothing"
+    )
+    parser.add_argument(
+        "--login-account",
+        action="append",
+        default=[],
+        metavar="ACCOUNT",
+        help="also log in to this account's registry (e.g. the Neuron DLC account)",
+    )
     parser.add_argument("--output", type=Path, help="write the pushed image URIs as JSON here")
 
 
@@ -172,6 +194,14 @@ def run(args: argparse.Namespace) -> int:
     ]
     if not args.region and not args.ecr_endpoint_url:
         raise ConfigurationError("no AWS region: pass --region or set AWS_DEFAULT_REGION")
+    if args.login_only:
+        from smneuron.images import docker_client
+
+        client = ecr_client(args.region, args.ecr_endpoint_url)
+        engine = docker_client()
+        for account in [None, *args.login_account]:
+            print(f"logged in to {login(client, engine, args.registry, account)}")
+        return 0
     pushed = push(
         images,
         region=args.region,
