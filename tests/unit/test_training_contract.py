@@ -132,3 +132,8 @@ def test_a_new_attempt_clears_the_previous_status(in_process, monkeypatch):
     in_process.hyperparameters({"epochs": "x"})
     assert entry.main() == 1
     assert "old failure" not in in_process.paths.failure.read_text()
+
+
+def test_model_channel_without_weights(job):
+    (job.paths.channel("model") / "model.safetensors").unlink()
+    assert_client_failure(job, run_train(job), "cannot load the pretrained model from")

@@ -6,11 +6,8 @@ and the hyperparameter checks stay fast.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Mapping
@@ -18,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smneuron.artifact import MANIFEST
 from smneuron.errors import ConfigurationError
-from smneuron.settings import ENV, Paths, TrainingEnv
+from smneuron.settings import ENV, TrainingEnv
 from smneuron.training.checkpoints import (
     Terminated,
     TerminationFlag,
@@ -29,11 +25,11 @@ from smneuron.training.checkpoints import (
 )
 from smneuron.training.data import Splits, load_splits
 from smneuron.training.hyperparameters import TrainingHyperparameters
+from smneuron.training.output import write_artifact, write_metrics
 
 log = logging.getLogger(__name__)
 
 MODEL_CHANNEL = "model"
-METRICS_FILE = "metrics.json"
 # Trainer log keys renamed in the key=value lines (metric_definitions regexes rely on them).
 RENAMED = {"loss": "train_loss"}
 
@@ -167,63 +163,6 @@ def tokenize(splits: Splits, tokenizer: Any, hps: TrainingHyperparameters) -> di
     return out
 
 
-def publish(staging: Path, model_dir: Path) -> None:
-    """Move the finished artifact into /opt/ml/model, manifest last (it marks completeness).
-
-    /opt/ml/model may be a mount point, so its entries move one by one instead of the
-    directory being renamed.
-    """
-    model_dir.mkdir(parents=True, exist_ok=True)
-    entries = sorted(staging.iterdir(), key=lambda p: p.name == MANIFEST)
-    for entry in entries:
-        target = model_dir / entry.name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        elif target.exists() or target.is_symlink():
-            target.unlink()
-        shutil.move(str(entry), str(target))
-
-
-def write_artifact(
-    model: Any,
-    tokenizer: Any,
-    hps: TrainingHyperparameters,
-    labels: tuple[str, ...],
-    paths: Paths,
-    flag: TerminationFlag,
-) -> Path:
-    """Checkpoint + compiled graphs + manifest, built in a staging dir next to /opt/ml/model."""
-    from smneuron.accelerator import detect_backend
-    from smneuron.compile import compile_artifact, get_backend
-
-    paths.base.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".model-staging-", dir=paths.base))
-    try:
-        model = model.to("cpu").eval()
-        model.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
-        if hps.compile:
-            backend = get_backend(detect_backend())
-            started = time.monotonic()
-            compile_artifact(
-                staging,
-                model,
-                task=hps.task,
-                labels=labels,
-                batch_size=hps.batch_size,
-                sequence_lengths=hps.sequence_lengths,
-                backend=backend,
-                cores_per_model=hps.cores_per_model,
-                compiler_args=hps.compiler_arg_list,
-            )
-            log.info("compiled artifact (%s) in %.1fs", backend.name, time.monotonic() - started)
-        with flag.deferring():  # never leave /opt/ml/model half-moved
-            publish(staging, paths.model)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return paths.model
-
-
 def _check_buckets(hps: TrainingHyperparameters, config: Any) -> None:
     limit = getattr(config, "max_position_embeddings", None)
     if hps.compile and limit and max(hps.sequence_lengths) > limit:
@@ -263,63 +202,20 @@ def _fit(
     source: str,
     splits: Splits,
 ) -> TrainResult:
-    import transformers
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        DataCollatorWithPadding,
-        PrinterCallback,
-        Trainer,
-        TrainingArguments,
-    )
+    from transformers import DataCollatorWithPadding, PrinterCallback, Trainer
 
     _quiet_transformers()
     paths = env.paths
     labels = splits.label_names
-    local_only = not hps.allow_hub_download
     log.info("pretrained model: %s; labels: %s", source, ", ".join(labels))
-    transformers.set_seed(hps.seed)
-    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        source,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)},
-        ignore_mismatched_sizes=True,
-        local_files_only=local_only,
-    )
-    _check_buckets(hps, model.config)
-    if hps.freeze_embeddings:
-        model.get_input_embeddings().weight.requires_grad_(False)
+    tokenizer, model = load_pretrained(source, labels, hps)
     tokenized = tokenize(splits, tokenizer, hps)
-    distributed = int(os.environ.get(ENV.WORLD_SIZE, "1")) > 1
-    on_cpu = _backend() == "cpu"
-    args = TrainingArguments(
-        output_dir=str(paths.checkpoints),
-        num_train_epochs=hps.epochs,
-        max_steps=hps.max_steps,
-        learning_rate=hps.learning_rate,
-        weight_decay=hps.weight_decay,
-        warmup_ratio=hps.warmup_ratio,
-        per_device_train_batch_size=hps.per_device_train_batch_size,
-        per_device_eval_batch_size=hps.per_device_eval_batch_size,
-        gradient_accumulation_steps=hps.gradient_accumulation_steps,
-        seed=hps.seed,
-        bf16=hps.bf16,
-        logging_strategy="steps",
-        logging_steps=hps.logging_steps,
-        save_strategy="steps",
-        save_steps=hps.save_steps,
-        save_total_limit=hps.save_total_limit,
-        save_on_each_node=True,  # every host keeps its own /opt/ml/checkpoints to resume from
-        eval_strategy="epoch" if "validation" in tokenized else "no",
-        report_to=[],
-        disable_tqdm=True,
-        use_cpu=on_cpu,
-        ddp_backend="gloo" if distributed and on_cpu else None,
-        ddp_find_unused_parameters=False if distributed else None,
-        dataloader_num_workers=0,
-        group_by_length=hps.group_by_length,
+    args = training_arguments(
+        hps,
+        paths.checkpoints,
+        validation="validation" in tokenized,
+        distributed=int(os.environ.get(ENV.WORLD_SIZE, "1")) > 1,
+        on_cpu=_backend() == "cpu",
     )
     stopper = checkpoint_callback(flag)
     trainer = Trainer(
@@ -350,10 +246,78 @@ def _fit(
     metrics = _final_metrics(trainer) if "validation" in tokenized else {}
     artifact = None
     if trainer.is_world_process_zero():
-        _write_metrics(paths, metrics, step)
+        write_metrics(paths, metrics, step)
         artifact = write_artifact(trainer.model, tokenizer, hps, labels, paths, flag)
         log.info("artifact written to %s", artifact)
     return TrainResult(metrics, step, labels, resume, artifact)
+
+
+def load_pretrained(
+    source: str, labels: tuple[str, ...], hps: TrainingHyperparameters
+) -> tuple[Any, Any]:
+    """Tokenizer and classification model; a head sized for ``labels`` replaces any other."""
+    import transformers
+
+    transformers.set_seed(hps.seed)
+    local_only = not hps.allow_hub_download
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+        model = transformers.AutoModelForSequenceClassification.from_pretrained(
+            source,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={name: i for i, name in enumerate(labels)},
+            ignore_mismatched_sizes=True,
+            local_files_only=local_only,
+        )
+    except (OSError, ValueError) as err:  # what transformers raises for a missing/broken model
+        raise ConfigurationError(
+            f"cannot load the pretrained model from {source}: {' '.join(str(err).split())}"
+        ) from err
+    _check_buckets(hps, model.config)
+    if hps.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    return tokenizer, model
+
+
+def training_arguments(
+    hps: TrainingHyperparameters,
+    output_dir: Path,
+    *,
+    validation: bool,
+    distributed: bool,
+    on_cpu: bool,
+) -> Any:
+    """The Trainer's arguments; its output_dir is /opt/ml/checkpoints so that resume works."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=hps.epochs,
+        max_steps=hps.max_steps,
+        learning_rate=hps.learning_rate,
+        weight_decay=hps.weight_decay,
+        warmup_ratio=hps.warmup_ratio,
+        per_device_train_batch_size=hps.per_device_train_batch_size,
+        per_device_eval_batch_size=hps.per_device_eval_batch_size,
+        gradient_accumulation_steps=hps.gradient_accumulation_steps,
+        seed=hps.seed,
+        bf16=hps.bf16,
+        logging_strategy="steps",
+        logging_steps=hps.logging_steps,
+        save_strategy="steps",
+        save_steps=hps.save_steps,
+        save_total_limit=hps.save_total_limit,
+        save_on_each_node=True,  # every host keeps its own /opt/ml/checkpoints to resume from
+        eval_strategy="epoch" if validation else "no",
+        report_to=[],
+        disable_tqdm=True,
+        use_cpu=on_cpu,
+        ddp_backend="gloo" if distributed and on_cpu else None,
+        ddp_find_unused_parameters=False if distributed else None,
+        dataloader_num_workers=0,
+        group_by_length=hps.group_by_length,
+    )
 
 
 def _final_metrics(trainer: Any) -> dict[str, float]:
@@ -368,10 +332,3 @@ def _backend() -> str:
     from smneuron.accelerator import detect_backend
 
     return detect_backend()
-
-
-def _write_metrics(paths: Paths, metrics: Mapping[str, float], step: int) -> None:
-    paths.output_data.mkdir(parents=True, exist_ok=True)
-    clean = {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}
-    payload = {"global_step": step, **clean}
-    (paths.output_data / METRICS_FILE).write_text(json.dumps(payload, indent=2) + "\n")

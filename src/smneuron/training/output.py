@@ -1,0 +1,90 @@
+"""Job output: the serving artifact moved into /opt/ml/model only when complete, and metrics.
+
+The artifact is built in a staging directory next to /opt/ml/model, so a failed or stopped
+job leaves /opt/ml/model empty; manifest.json moves last and marks the artifact complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from smneuron.artifact import MANIFEST
+from smneuron.settings import Paths
+from smneuron.training.checkpoints import TerminationFlag
+from smneuron.training.hyperparameters import TrainingHyperparameters
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+
+
+def publish(staging: Path, model_dir: Path) -> None:
+    """Move the finished artifact into /opt/ml/model, manifest last (it marks completeness).
+
+    /opt/ml/model may be a mount point, so its entries move one by one instead of the
+    directory being renamed.
+    """
+    model_dir.mkdir(parents=True, exist_ok=True)
+    entries = sorted(staging.iterdir(), key=lambda p: p.name == MANIFEST)
+    for entry in entries:
+        target = model_dir / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        shutil.move(str(entry), str(target))
+
+
+def write_artifact(
+    model: Any,
+    tokenizer: Any,
+    hps: TrainingHyperparameters,
+    labels: tuple[str, ...],
+    paths: Paths,
+    flag: TerminationFlag,
+) -> Path:
+    """Checkpoint + compiled graphs + manifest, built in a staging dir next to /opt/ml/model."""
+    from smneuron.accelerator import detect_backend
+    from smneuron.compile import compile_artifact, get_backend
+
+    paths.base.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".model-staging-", dir=paths.base))
+    try:
+        model = model.to("cpu").eval()
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        if hps.compile:
+            backend = get_backend(detect_backend())
+            started = time.monotonic()
+            compile_artifact(
+                staging,
+                model,
+                task=hps.task,
+                labels=labels,
+                batch_size=hps.batch_size,
+                sequence_lengths=hps.sequence_lengths,
+                backend=backend,
+                cores_per_model=hps.cores_per_model,
+                compiler_args=hps.compiler_arg_list,
+            )
+            log.info("compiled artifact (%s) in %.1fs", backend.name, time.monotonic() - started)
+        with flag.deferring():  # never leave /opt/ml/model half-moved
+            publish(staging, paths.model)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return paths.model
+
+
+def write_metrics(paths: Paths, metrics: Mapping[str, float], step: int) -> None:
+    paths.output_data.mkdir(parents=True, exist_ok=True)
+    clean = {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}
+    payload = {"global_step": step, **clean}
+    (paths.output_data / METRICS_FILE).write_text(json.dumps(payload, indent=2) + "\n")
