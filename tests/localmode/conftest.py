@@ -117,3 +117,21 @@ def spam_channels(tmp_path_factory, docker_tiny_model) -> dict[str, Path]:
         channels[name] = root / name
     channels["model"] = docker_tiny_model
     return channels
+
+
+@pytest.fixture(scope="session", autouse=True)
+def remove_local_mode_containers():
+    """Local mode leaves its exited algo-N containers behind: remove the ones this session made."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=30)
+        before = {c.id for c in client.containers.list(all=True)}
+    except Exception:  # no engine: the tests skip or fail on their own
+        yield
+        return
+    yield
+    for container in client.containers.list(all=True, filters={"status": "exited"}):
+        if container.id not in before and "-algo-" in container.name:
+            container.remove()
+    client.close()
