@@ -6,10 +6,11 @@ the package) on a CPU image never loads them. What is here:
 - ``NeuronBackend``: the ``compile.Backend`` for Inferentia2/Trainium, tracing each
   sequence-length bucket with ``torch_neuronx.trace`` and loading graphs with
   ``torch.jit.load`` after ``import torch_neuronx`` (which registers the Neuron ops).
-- Training on Trainium: the environment of the torchrun processes (persistent compile cache
-  under ``/opt/ml/checkpoints``, compiler flags, EFA for multi-host), the torchrun command
-  line with one process per visible NeuronCore, and the optional ``neuron_parallel_compile``
-  pre-compilation pass.
+- Training on Trainium: NeuronCores per host, the environment of the torchrun processes
+  (persistent compile cache under ``/opt/ml/checkpoints``, compiler flags, EFA for
+  multi-host), the ``neuron_parallel_compile`` wrapper for the optional pre-compilation
+  pass, and the XLA set-up of each worker. The torchrun line itself is
+  ``smneuron.training.launch``'s, the same as on CPU.
 
 Nothing in this module has run on Neuron hardware yet; the tests run it against a fake
 ``torch_neuronx`` package that records its calls (tests/resources/fake_neuron).
@@ -22,14 +23,14 @@ import logging
 import os
 import shlex
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smneuron.accelerator import FAMILIES, detect_instance_type, family_of
+from smneuron.accelerator import FAMILIES, detect_instance_type, detect_neuron, family_of
 from smneuron.compile import package_version
-from smneuron.errors import ArtifactError, ConfigurationError
-from smneuron.settings import Paths, ResourceConfig
+from smneuron.errors import AcceleratorError, ArtifactError, ConfigurationError
+from smneuron.settings import ENV, Paths
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,10 @@ EFA_ENV = {"FI_PROVIDER": "efa", "FI_EFA_USE_DEVICE_RDMA": "1", "FI_EFA_FORK_SAF
 # Removed from torch-xla 2.8 (the pinned stack): bf16 comes from the trainer's autocast.
 RETIRED_BF16_VARS = ("XLA_USE_BF16", "XLA_DOWNCAST_BF16")
 PARALLEL_COMPILE = "neuron_parallel_compile"
-DEFAULT_MASTER_PORT = 29500
+# The Neuron runtime's own core count must not reach torchrun workers: torch-xla pins each
+# rank to one core (NEURON_RT_VISIBLE_CORES = its local rank) and a host-wide count would
+# contradict it.
+TRAINING_ENV_UNSET: tuple[str, ...] = (ENV.NEURON_NUM_CORES,)
 
 
 # --------------------------------------------------------------------------------------------
@@ -84,17 +88,6 @@ def import_torch_neuronx() -> Any:
 def has_torch_neuronx() -> bool:
     """Whether torch-neuronx is installed, without importing it."""
     return importlib.util.find_spec("torch_neuronx") is not None
-
-
-def xla_device() -> Any:
-    """The XLA device of this process (one NeuronCore under torchrun)."""
-    try:
-        import torch_xla.core.xla_model as xm
-    except ImportError as err:
-        raise ArtifactError(
-            "this image has no torch-xla: Neuron training needs the neuron training image"
-        ) from err
-    return xm.xla_device()
 
 
 def debian_package_version(name: str, status_path: str | Path = DPKG_STATUS) -> str | None:
@@ -263,24 +256,6 @@ class NeuronBackend:
 # Training on Trainium
 
 
-@dataclass(frozen=True)
-class NeuronTrainingPlan:
-    """How ``train`` launches on one Trainium host.
-
-    Attributes:
-        nproc_per_node: processes on this host, one per visible NeuronCore.
-        env: the full environment for torchrun (a copy of the parent's plus Neuron values).
-        command: the torchrun command line for the training module.
-        precompile: the ``neuron_parallel_compile`` command line, when asked for.
-    """
-
-    nproc_per_node: int
-    env: dict[str, str]
-    command: list[str]
-    precompile: list[str] | None = None
-    notes: tuple[str, ...] = field(default=())
-
-
 def training_env(
     base: Mapping[str, str],
     paths: Paths,
@@ -330,27 +305,6 @@ def training_env_additions(base: Mapping[str, str], paths: Paths, **options: Any
     return {key: value for key, value in full.items() if base.get(key) != value}
 
 
-def torchrun_command(
-    script: Sequence[str],
-    *,
-    nproc_per_node: int,
-    resource: ResourceConfig,
-    master_port: int = DEFAULT_MASTER_PORT,
-) -> list[str]:
-    """``torchrun`` with one process per NeuronCore; ``hosts[0]`` is the rendezvous master."""
-    if nproc_per_node < 1:
-        raise ConfigurationError(f"nproc_per_node must be ≥ 1, got {nproc_per_node}")
-    return [
-        "torchrun",
-        f"--nproc_per_node={nproc_per_node}",
-        f"--nnodes={resource.num_hosts}",
-        f"--node_rank={resource.host_rank}",
-        f"--master_addr={resource.master}",
-        f"--master_port={master_port}",
-        *script,
-    ]
-
-
 def precompile_command(command: Sequence[str]) -> list[str]:
     """The ahead-of-time pass: ``neuron_parallel_compile <torchrun ...>``.
 
@@ -367,34 +321,51 @@ def is_precompile_run(environ: Mapping[str, str] | None = None) -> bool:
     return environ.get(NEURON_EXTRACT_GRAPHS_ONLY, "").strip() not in ("", "0", "false")
 
 
-def plan_training(
-    script: Sequence[str],
-    *,
-    cores: int,
-    paths: Paths,
-    resource: ResourceConfig,
-    base_env: Mapping[str, str],
-    bf16: bool = True,
-    precompile: bool = False,
-    compiler_args: Sequence[str] = TRAINING_COMPILER_ARGS,
-    master_port: int = DEFAULT_MASTER_PORT,
-) -> NeuronTrainingPlan:
-    """Everything ``train`` needs to launch ``script`` on this Trainium host."""
-    if cores < 1:
-        raise ConfigurationError("no NeuronCore is visible: cannot train on Neuron here")
-    multi_host = resource.num_hosts > 1
-    env = training_env(
-        base_env, paths, bf16=bf16, compiler_args=compiler_args, multi_host=multi_host
-    )
-    command = torchrun_command(
-        script, nproc_per_node=cores, resource=resource, master_port=master_port
-    )
-    return NeuronTrainingPlan(
-        nproc_per_node=cores,
-        env=env,
-        command=command,
-        precompile=precompile_command(command) if precompile else None,
-    )
+def training_cores(environ: Mapping[str, str] | None = None, **probe: Any) -> int:
+    """Training processes for this host: one per visible NeuronCore (``detect_neuron``).
+
+    ``NEURON_RT_VISIBLE_CORES`` / ``NEURON_RT_NUM_CORES`` set by the platform narrow the
+    count. No core at all (``SMNEURON_ACCELERATOR=neuron`` on a host without a Neuron device)
+    is an AcceleratorError that says so.
+    """
+    inventory = detect_neuron(environ, **probe)
+    if inventory is None or inventory.core_count < 1:
+        where = detect_instance_type(environ) or "this host"
+        raise AcceleratorError(
+            f"{where}: no NeuronCore is visible (no neuron-ls output, no /dev/neuron*), so "
+            f"Neuron training cannot start. Run on a trn1/trn2 instance with the neuron image, "
+            f"or set {ENV.ACCELERATOR}=cpu."
+        )
+    log.info("Neuron training: %s", inventory.describe())
+    return inventory.core_count
+
+
+def init_training_process(environ: Mapping[str, str] | None = None) -> Any:
+    """Prepare a torchrun worker for XLA: the ``xla`` process group, and its XLA device.
+
+    The transformers Trainer finds torch-xla by itself (``is_torch_xla_available()``) and puts
+    the model on ``xm.xla_device()``; it creates the ``xla`` process group only when
+    optimum-neuron is absent, and the Neuron DLC ships optimum-neuron, so it is done here,
+    as the Neuron SDK's torchrun examples do. Call before building ``TrainingArguments``.
+    """
+    environ = os.environ if environ is None else environ
+    try:
+        import torch.distributed as dist
+        import torch_xla.core.xla_model as xm
+        import torch_xla.distributed.xla_backend  # noqa: F401  (registers the "xla" backend)
+    except ImportError as err:
+        raise AcceleratorError(
+            "this image has no torch-xla: Neuron training needs the neuron training image "
+            f"(see docs/neuron.md), or set {ENV.ACCELERATOR}=cpu"
+        ) from err
+    if int(environ.get(ENV.WORLD_SIZE, "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("xla")
+    return xm.xla_device()
+
+
+def artifact_compiler_args(text: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Compiler flags for the serving graphs: the user's (shell-quoted), else the defaults."""
+    return parse_compiler_args(text) or DEFAULT_COMPILER_ARGS
 
 
 def trainer_name() -> str:

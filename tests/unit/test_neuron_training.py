@@ -1,4 +1,7 @@
-"""Trainium launch: torchrun lines for 1 and 2 hosts, the process environment, precompile."""
+"""Neuron training helpers: cores per host, the worker environment, precompile, the trainer.
+
+The torchrun lines that `train` runs on Trainium are in test_training_neuron.py.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +11,20 @@ from pathlib import Path
 import pytest
 
 from smneuron.accelerator import detect_neuron
-from smneuron.errors import ConfigurationError
+from smneuron.errors import AcceleratorError
 from smneuron.neuron import (
+    DEFAULT_COMPILER_ARGS,
+    artifact_compiler_args,
     is_precompile_run,
-    plan_training,
     precompile_command,
-    torchrun_command,
     trainer_name,
+    training_cores,
     training_env,
 )
 from smneuron.settings import Paths, ResourceConfig
+from smneuron.training import launch
 
 FAKE = Path(__file__).resolve().parents[1] / "resources" / "fake_neuron"
-SCRIPT = ["-m", "smneuron.training.worker"]
 
 
 @pytest.fixture
@@ -34,52 +38,33 @@ def trn1_cores(monkeypatch, tmp_path):
     return inventory.core_count
 
 
-def test_one_host_trn1_32xlarge(trn1_cores, tmp_path):
-    paths = Paths(tmp_path / "opt-ml")
-    plan = plan_training(
-        SCRIPT,
-        cores=trn1_cores,
-        paths=paths,
-        resource=ResourceConfig.from_dict({"current_host": "algo-1", "hosts": ["algo-1"]}),
-        base_env={"PATH": "/usr/bin"},
+@pytest.mark.parametrize(
+    ("instance", "environ", "cores"),
+    [
+        ("trn1.32xlarge", {}, 32),
+        ("trn1.2xlarge", {}, 2),
+        ("trn2.48xlarge", {}, 64),
+        ("trn1.32xlarge", {"NEURON_RT_NUM_CORES": "8"}, 8),
+        ("trn1.32xlarge", {"NEURON_RT_VISIBLE_CORES": "0-15"}, 16),
+    ],
+)
+def test_training_cores_one_per_visible_neuroncore(monkeypatch, tmp_path, instance, environ, cores):
+    monkeypatch.setenv("FAKE_NEURON_LS_JSON", str(FAKE / "neuron_ls" / f"{instance}.json"))
+    environ = {"SMNEURON_INSTANCE_TYPE": instance, **environ}
+    found = training_cores(
+        environ, dev_glob=str(tmp_path / "neuron*"), neuron_ls=str(FAKE / "bin" / "neuron-ls")
     )
-    assert plan.nproc_per_node == 32
-    assert plan.command == [
-        "torchrun",
-        "--nproc_per_node=32",
-        "--nnodes=1",
-        "--node_rank=0",
-        "--master_addr=algo-1",
-        "--master_port=29500",
-        "-m",
-        "smneuron.training.worker",
-    ]
-    assert plan.precompile is None
-    assert "FI_PROVIDER" not in plan.env
+    assert found == cores
 
 
-@pytest.mark.parametrize(("current", "rank"), [("algo-1", 0), ("algo-2", 1)])
-def test_two_hosts_trn1_32xlarge(trn1_cores, tmp_path, current, rank):
-    resource = ResourceConfig.from_dict({"current_host": current, "hosts": ["algo-2", "algo-1"]})
-    plan = plan_training(
-        SCRIPT,
-        cores=trn1_cores,
-        paths=Paths(tmp_path),
-        resource=resource,
-        base_env={},
-        precompile=True,
-    )
-    assert plan.command[:6] == [
-        "torchrun",
-        "--nproc_per_node=32",
-        "--nnodes=2",
-        f"--node_rank={rank}",
-        "--master_addr=algo-1",
-        "--master_port=29500",
-    ]
-    assert plan.precompile == ["neuron_parallel_compile", *plan.command]
-    assert plan.env["FI_PROVIDER"] == "efa"
-    assert plan.env["FI_EFA_USE_DEVICE_RDMA"] == "1"
+def test_no_cores_no_neuron_training(tmp_path):
+    with pytest.raises(AcceleratorError, match="trn1.32xlarge: no NeuronCore is visible") as err:
+        training_cores(
+            {"SMNEURON_INSTANCE_TYPE": "trn1.32xlarge"},
+            dev_glob=str(tmp_path / "neuron*"),
+            neuron_ls="",
+        )
+    assert "SMNEURON_ACCELERATOR=cpu" in str(err.value)
 
 
 def test_training_env_puts_the_compile_cache_under_checkpoints(tmp_path):
@@ -113,21 +98,21 @@ def test_retired_bf16_variables_are_reported(tmp_path, caplog):
 
 
 def test_precompile_helpers():
-    command = torchrun_command(
-        ["train.py"], nproc_per_node=2, resource=ResourceConfig(), master_port=12355
-    )
-    assert precompile_command(command)[0] == "neuron_parallel_compile"
-    assert "--master_port=12355" in command
+    command = launch.torchrun_command(launch.plan(ResourceConfig(), nproc_per_node=2))
+    assert precompile_command(command) == ["neuron_parallel_compile", *command]
     assert is_precompile_run({"NEURON_EXTRACT_GRAPHS_ONLY": "1"})
     assert not is_precompile_run({})
     assert not is_precompile_run({"NEURON_EXTRACT_GRAPHS_ONLY": "0"})
 
 
-def test_no_cores_no_launch(tmp_path):
-    with pytest.raises(ConfigurationError, match="no NeuronCore is visible"):
-        plan_training(
-            SCRIPT, cores=0, paths=Paths(tmp_path), resource=ResourceConfig(), base_env={}
-        )
+def test_artifact_compiler_args_default_to_bf16_matmult_autocast():
+    assert artifact_compiler_args("") == DEFAULT_COMPILER_ARGS
+    assert artifact_compiler_args("--auto-cast none --target 'inf2'") == (
+        "--auto-cast",
+        "none",
+        "--target",
+        "inf2",
+    )
 
 
 def test_trainer_choice_is_documented():
@@ -138,8 +123,6 @@ def test_trainer_choice_is_documented():
 
 def test_additions_feed_the_generic_launch_plan(trn1_cores, tmp_path):
     from smneuron.neuron import training_env_additions
-
-    launch = pytest.importorskip("smneuron.training.launch")
 
     base = {"PATH": "/usr/bin", "NEURON_CC_FLAGS": "-O1"}
     resource = ResourceConfig.from_dict({"current_host": "algo-2", "hosts": ["algo-1", "algo-2"]})

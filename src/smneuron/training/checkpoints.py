@@ -79,15 +79,33 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def _any_rank(flag: bool) -> bool:
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def _vote_group() -> Any:
+    """The process group for the SIGTERM vote (a CPU tensor, every step).
+
+    The default group when it is gloo (CPU); else a gloo group over the same ranks: Neuron's
+    ``xla`` group reduces device tensors only, and reading one back every step would cost a
+    graph execution.
+    """
+    import torch.distributed as dist
+
+    return None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+
+
+def _any_rank(flag: bool, group: Any = None) -> bool:
     """True when any process of a distributed job got SIGTERM (all must stop at one step)."""
     import torch
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()):
+    if not _distributed():
         return flag
     value = torch.tensor([1 if flag else 0], dtype=torch.int32)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX, group=group)
     return bool(value.item())
 
 
@@ -99,10 +117,16 @@ def checkpoint_callback(flag: TerminationFlag) -> Any:
         def __init__(self) -> None:
             self.stopped_at: int | None = None
             self.save_started = time.monotonic()
+            self.group: Any = None
+            self.group_ready = False
 
         def on_step_end(self, args, state, control, **kwargs):
             self.save_started = time.monotonic()
-            if _any_rank(flag.requested):
+            if not self.group_ready and _distributed():
+                # Every rank reaches its first step end: a safe point to create a group.
+                self.group = _vote_group()
+                self.group_ready = True
+            if _any_rank(flag.requested, self.group):
                 flag.requested = True
                 self.stopped_at = state.global_step
                 control.should_save = True

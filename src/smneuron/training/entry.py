@@ -34,15 +34,24 @@ def main() -> int:
     try:
         env = TrainingEnv.from_env()
         hps = hyperparameters.load(env.hyperparameters)
-        layout = launch.plan(env.resource, master_port=launch.master_port(os.environ))
-        if launch.needs_launch(layout, os.environ):
-            code = launch.relaunch(layout, os.environ)
-            if code != 0:
-                write_failure(paths, f"training worker exited with code {code}; see the log")
-            return code
+        if not worker:
+            layout = launch.plan_host(
+                env.resource, paths, os.environ, bf16=hps.bf16, precompile=hps.precompile
+            )
+            if launch.needs_launch(layout, os.environ):
+                code = launch.run(layout, os.environ)
+                if code != 0:
+                    write_failure(paths, f"training worker exited with code {code}; see the log")
+                return code
         from smneuron.training.trainer import train
 
         result = train(env, hps, flag)
+        if result.precompile_run:
+            log.info(
+                "precompile pass done at step %d: graphs are in the compile cache",
+                result.global_step,
+            )
+            return 0
         if launch.is_rank_zero(os.environ):
             paths.success.parent.mkdir(parents=True, exist_ok=True)
             paths.success.write_text("")

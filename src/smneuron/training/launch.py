@@ -1,9 +1,14 @@
-"""Process layout for training: the torchrun command line for multi-host / multi-process jobs.
+"""Process layout for training: the torchrun command lines for multi-host / multi-process jobs.
 
 Every host runs ``train``. With more than one process in the job, ``train`` relaunches itself
 under torchrun: one ``python -m smneuron.training`` worker per process, marked by
 ``SMNEURON_TRAINING_WORKER=1`` so it trains instead of relaunching again. ``hosts[0]`` (sorted,
 as SageMaker does) is the rendezvous master.
+
+On Neuron (``accelerator.detect_backend() == "neuron"``) a host always relaunches: one worker
+per visible NeuronCore, with the Neuron environment from ``smneuron.neuron`` (compile cache
+under /opt/ml/checkpoints, compiler flags, EFA), optionally after a ``neuron_parallel_compile``
+pass. On CPU nothing Neuron is imported.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from smneuron.settings import ENV, ResourceConfig, parse_int
+from smneuron.settings import ENV, Paths, ResourceConfig, parse_int
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,9 @@ class LaunchPlan:
     master_addr: str
     master_port: int = DEFAULT_MASTER_PORT
     env: Mapping[str, str] = field(default_factory=dict)
+    backend: str = "cpu"
+    precompile: bool = False  # Neuron: a neuron_parallel_compile pass before the real run
+    unset: tuple[str, ...] = ()  # variables of the parent that the workers must not inherit
 
     @property
     def world_size(self) -> int:
@@ -48,6 +56,10 @@ def plan(
     nproc_per_node: int = 1,
     master_port: int = DEFAULT_MASTER_PORT,
     env: Mapping[str, str] | None = None,
+    *,
+    backend: str = "cpu",
+    precompile: bool = False,
+    unset: Sequence[str] = (),
 ) -> LaunchPlan:
     """The layout for this host from resourceconfig.json.
 
@@ -56,6 +68,9 @@ def plan(
         nproc_per_node: processes per host (1 on CPU; one per NeuronCore on Trainium).
         master_port: rendezvous port on ``hosts[0]``.
         env: extra variables every worker gets (e.g. Neuron runtime settings).
+        backend: ``cpu`` or ``neuron``; a Neuron host always launches workers.
+        precompile: run ``neuron_parallel_compile`` over the torchrun line first (Neuron).
+        unset: variables removed from the workers' copy of the environment.
     """
     extra = dict(env or {})
     if resource.num_hosts > 1:
@@ -69,6 +84,49 @@ def plan(
         master_addr=resource.master,
         master_port=master_port,
         env=extra,
+        backend=backend,
+        precompile=precompile,
+        unset=tuple(unset),
+    )
+
+
+def plan_host(
+    resource: ResourceConfig,
+    paths: Paths,
+    environ: Mapping[str, str],
+    *,
+    bf16: bool = False,
+    precompile: bool = False,
+) -> LaunchPlan:
+    """The plan for this host on the backend it has (``SMNEURON_ACCELERATOR`` or detection).
+
+    CPU: one process per host (the plan of ``plan``). Neuron: one process per visible
+    NeuronCore, the Neuron worker environment, and the optional precompile pass; workers are
+    told the backend so that they do not probe the host again.
+    """
+    from smneuron.accelerator import detect_backend
+
+    port = master_port(environ)
+    backend = detect_backend(environ)
+    if backend != "neuron":
+        if precompile:
+            log.info("precompile=true is a Neuron step: the %s backend skips it", backend)
+        return plan(resource, master_port=port)
+    from smneuron import neuron
+
+    cores = neuron.training_cores(environ)
+    env = neuron.training_env_additions(
+        environ, paths, bf16=bf16, multi_host=resource.num_hosts > 1
+    )
+    env.setdefault(ENV.ACCELERATOR, "neuron")
+    return plan(
+        resource,
+        nproc_per_node=cores,
+        master_port=port,
+        env=env,
+        backend="neuron",
+        precompile=precompile,
+        unset=neuron.TRAINING_ENV_UNSET,
     )
 
 
@@ -100,9 +158,19 @@ def torchrun_command(
     ]
 
 
+def commands(launch: LaunchPlan, python: str = sys.executable) -> list[list[str]]:
+    """The command lines this host runs, in order: the precompile pass (if any), then training."""
+    command = torchrun_command(launch, python=python)
+    if not (launch.precompile and launch.backend == "neuron"):
+        return [command]
+    from smneuron.neuron import precompile_command
+
+    return [precompile_command(command), command]
+
+
 def worker_environ(base: Mapping[str, str], launch: LaunchPlan) -> dict[str, str]:
-    """A copy of ``base`` plus the plan's variables and the worker marker."""
-    env = dict(base)
+    """A copy of ``base`` minus ``unset``, plus the plan's variables and the worker marker."""
+    env = {key: value for key, value in base.items() if key not in launch.unset}
     env.update(launch.env)
     env[ENV.TRAINING_WORKER] = "1"
     return env
@@ -118,12 +186,29 @@ def is_rank_zero(environ: Mapping[str, str]) -> bool:
 
 
 def needs_launch(launch: LaunchPlan, environ: Mapping[str, str]) -> bool:
-    return launch.distributed and not is_worker(environ)
+    """Whether this process starts workers: several processes, or any Neuron job.
+
+    On Neuron even one process is launched, so that it gets the Neuron environment (compile
+    cache, compiler flags) in its own copy instead of this process editing ``os.environ``.
+    """
+    return (launch.distributed or launch.backend == "neuron") and not is_worker(environ)
 
 
-def relaunch(launch: LaunchPlan, environ: Mapping[str, str]) -> int:
-    """Run torchrun for this host and wait; SIGTERM/SIGINT are forwarded to it."""
-    command = torchrun_command(launch)
+def run(launch: LaunchPlan, environ: Mapping[str, str]) -> int:
+    """Run this host's commands in order; the first non-zero exit code stops and is returned."""
+    for command in commands(launch):
+        code = relaunch(launch, environ, command)
+        if code != 0:
+            log.error("%s exited with code %d", command[0], code)
+            return code
+    return 0
+
+
+def relaunch(
+    launch: LaunchPlan, environ: Mapping[str, str], command: Sequence[str] | None = None
+) -> int:
+    """Run ``command`` (default: torchrun) for this host and wait; SIGTERM/SIGINT forwarded."""
+    command = list(command) if command is not None else torchrun_command(launch)
     log.info(
         "launching %d process(es) on host %d of %d: %s",
         launch.nproc_per_node,

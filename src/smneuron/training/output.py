@@ -63,6 +63,11 @@ def write_artifact(
         tokenizer.save_pretrained(staging)
         if hps.compile:
             backend = get_backend(detect_backend())
+            compiler_args = hps.compiler_arg_list
+            if backend.name == "neuron":
+                from smneuron.neuron import artifact_compiler_args
+
+                compiler_args = artifact_compiler_args(hps.compiler_args)
             started = time.monotonic()
             compile_artifact(
                 staging,
@@ -73,7 +78,7 @@ def write_artifact(
                 sequence_lengths=hps.sequence_lengths,
                 backend=backend,
                 cores_per_model=hps.cores_per_model,
-                compiler_args=hps.compiler_arg_list,
+                compiler_args=compiler_args,
             )
             log.info("compiled artifact (%s) in %.1fs", backend.name, time.monotonic() - started)
         with flag.deferring():  # never leave /opt/ml/model half-moved

@@ -6,6 +6,7 @@ and the hyperparameter checks stay fast.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -30,6 +31,10 @@ from smneuron.training.output import write_artifact, write_metrics
 log = logging.getLogger(__name__)
 
 MODEL_CHANNEL = "model"
+# Neuron precompile pass (neuron_parallel_compile): optimizer steps it runs at least. Enough
+# for the first steps (no optimizer state yet) and a steady one; it also reaches the first
+# logging step, whose graph differs (the loss is read back).
+PRECOMPILE_MIN_STEPS = 3
 # Trainer log keys renamed in the key=value lines (metric_definitions regexes rely on them).
 RENAMED = {"loss": "train_loss"}
 
@@ -41,6 +46,7 @@ class TrainResult:
     labels: tuple[str, ...]
     resumed_from: Path | None
     artifact: Path | None  # None on ranks other than 0
+    precompile_run: bool = False  # a neuron_parallel_compile pass: nothing was saved
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,6 +169,27 @@ def tokenize(splits: Splits, tokenizer: Any, hps: TrainingHyperparameters) -> di
     return out
 
 
+def precompile_steps(hps: TrainingHyperparameters) -> int:
+    """Optimizer steps of the Neuron precompile pass (graphs only; outputs are zeros)."""
+    steps = max(PRECOMPILE_MIN_STEPS, hps.logging_steps + 1)
+    return min(steps, hps.max_steps) if hps.max_steps > 0 else steps
+
+
+def data_collator(tokenizer: Any, hps: TrainingHyperparameters, *, static_shapes: bool) -> Any:
+    """Pad each batch to its longest example, or to ``max_seq_length`` for static shapes.
+
+    On Neuron every new input shape is a new graph to compile, so batches are padded to one
+    length; on CPU the shortest padding is the fastest.
+    """
+    from transformers import DataCollatorWithPadding
+
+    if static_shapes:
+        return DataCollatorWithPadding(
+            tokenizer, padding="max_length", max_length=hps.max_seq_length
+        )
+    return DataCollatorWithPadding(tokenizer)
+
+
 def _check_buckets(hps: TrainingHyperparameters, config: Any) -> None:
     limit = getattr(config, "max_position_embeddings", None)
     if hps.compile and limit and max(hps.sequence_lengths) > limit:
@@ -202,40 +229,59 @@ def _fit(
     source: str,
     splits: Splits,
 ) -> TrainResult:
-    from transformers import DataCollatorWithPadding, PrinterCallback, Trainer
+    from transformers import PrinterCallback, Trainer
 
     _quiet_transformers()
     paths = env.paths
     labels = splits.label_names
+    on_neuron = _backend() == "neuron"  # else cpu
+    precompile_run = False
+    if on_neuron:
+        from smneuron import neuron
+
+        # Before TrainingArguments: the Trainer then finds torch-xla and the xla group.
+        device = neuron.init_training_process()
+        precompile_run = neuron.is_precompile_run()
+        log.info("Neuron training on %s%s", device, " (precompile pass)" if precompile_run else "")
     log.info("pretrained model: %s; labels: %s", source, ", ".join(labels))
     tokenizer, model = load_pretrained(source, labels, hps)
     tokenized = tokenize(splits, tokenizer, hps)
-    args = training_arguments(
-        hps,
-        paths.checkpoints,
-        validation="validation" in tokenized,
-        distributed=int(os.environ.get(ENV.WORLD_SIZE, "1")) > 1,
-        on_cpu=_backend() == "cpu",
-    )
-    stopper = checkpoint_callback(flag)
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=tokenized["train"],
-        eval_dataset=tokenized.get("validation"),
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=compute_metrics,
-        callbacks=[metrics_callback(), stopper],
-    )
-    trainer.remove_callback(PrinterCallback)  # it prints raw dicts; we log key=value lines
-    resume = latest_checkpoint(paths.checkpoints)
-    if resume is not None:
-        log.info("resuming from %s", resume)
-    started = time.monotonic()
-    with flag.deferring():
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    with contextlib.ExitStack() as stack:
+        output_dir = paths.checkpoints
+        if precompile_run:
+            # The precompile pass trains on zeros: its checkpoints go to scratch, never to
+            # /opt/ml/checkpoints, where the real run would resume from them.
+            scratch = tempfile.TemporaryDirectory(prefix="smneuron-precompile-")
+            output_dir = Path(stack.enter_context(scratch))
+        args = training_arguments(
+            hps,
+            output_dir,
+            validation="validation" in tokenized,
+            distributed=int(os.environ.get(ENV.WORLD_SIZE, "1")) > 1,
+            on_cpu=not on_neuron,
+            max_steps=precompile_steps(hps) if precompile_run else None,
+        )
+        stopper = checkpoint_callback(flag)
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=tokenized["train"],
+            eval_dataset=tokenized.get("validation"),
+            processing_class=tokenizer,
+            data_collator=data_collator(tokenizer, hps, static_shapes=on_neuron),
+            compute_metrics=compute_metrics,
+            callbacks=[metrics_callback(), stopper],
+        )
+        trainer.remove_callback(PrinterCallback)  # it prints raw dicts; we log key=value lines
+        resume = None if precompile_run else latest_checkpoint(paths.checkpoints)
+        if resume is not None:
+            log.info("resuming from %s", resume)
+        started = time.monotonic()
+        with flag.deferring():
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     step = trainer.state.global_step
+    if flag.requested and precompile_run:
+        raise Terminated(f"stopped by SIGTERM during the precompile pass at step {step}")
     if flag.requested:
         saved = paths.checkpoints / f"checkpoint-{step}"
         raise Terminated(
@@ -243,6 +289,8 @@ def _fit(
             "same checkpoint location resumes from it"
         )
     log.info("training took %.1fs (%d steps)", time.monotonic() - started, step)
+    if precompile_run:
+        return TrainResult({}, step, labels, None, None, precompile_run=True)
     metrics = _final_metrics(trainer) if "validation" in tokenized else {}
     artifact = None
     if trainer.is_world_process_zero():
@@ -287,14 +335,18 @@ def training_arguments(
     validation: bool,
     distributed: bool,
     on_cpu: bool,
+    max_steps: int | None = None,
 ) -> Any:
-    """The Trainer's arguments; its output_dir is /opt/ml/checkpoints so that resume works."""
+    """The Trainer's arguments; its output_dir is /opt/ml/checkpoints so that resume works.
+
+    ``max_steps`` overrides the hyperparameter (the Neuron precompile pass runs a few steps).
+    """
     from transformers import TrainingArguments
 
     return TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=hps.epochs,
-        max_steps=hps.max_steps,
+        max_steps=hps.max_steps if max_steps is None else max_steps,
         learning_rate=hps.learning_rate,
         weight_decay=hps.weight_decay,
         warmup_ratio=hps.warmup_ratio,
