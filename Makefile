@@ -3,7 +3,7 @@ PYTHON ?= python3
 ACCELERATOR ?= cpu
 PYTEST ?= $(PYTHON) -m pytest
 
-.PHONY: setup lint format test test-unit test-docker demo images push bench clean
+.PHONY: setup lint format test test-unit test-docker engine demo demo-host images push bench clean
 
 setup:  ## install the package with every extra, pinned (torch: the CPU build)
 	$(PYTHON) -m pip install -c constraints/$(ACCELERATOR).txt -c constraints/dev.txt \
@@ -35,7 +35,13 @@ push:  ## push both images to ECR (AWS_DEFAULT_REGION; SMNEURON_REGISTRY overrid
 bench:  ## serving throughput/latency/startup figures on this host (prints a table)
 	$(PYTHON) benchmarks/serving.py
 
-demo:
+engine:  ## install and start a Docker engine where none answers (idempotent; root)
+	bash scripts/docker-engine.sh
+
+demo: engine  ## the quickstart: build CPU images, train, deploy, invoke in SageMaker local mode
+	$(PYTHON) examples/spam/localmode_demo.py
+
+demo-host:  ## the same training on this host, no Docker: `train` against a temporary /opt/ml
 	$(PYTHON) examples/spam/demo.py
 
 clean:
