@@ -204,6 +204,11 @@ def run(launch: LaunchPlan, environ: Mapping[str, str]) -> int:
     return 0
 
 
+def start_process(command: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen:
+    """Start one launcher command (the seam tests replace to record instead of running)."""
+    return subprocess.Popen(list(command), env=dict(env))
+
+
 def relaunch(
     launch: LaunchPlan, environ: Mapping[str, str], command: Sequence[str] | None = None
 ) -> int:
@@ -216,7 +221,7 @@ def relaunch(
         launch.nnodes,
         " ".join(command),
     )
-    child = subprocess.Popen(command, env=worker_environ(environ, launch))
+    child = start_process(command, worker_environ(environ, launch))
 
     def forward(signum: int, frame: object) -> None:
         child.send_signal(signum)
