@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from smneuron import __version__
 from smneuron.errors import SmneuronError
+
+# 128 + SIGPIPE: what a shell reports for a writer whose reader went away.
+EXIT_BROKEN_PIPE = 141
 
 # name -> (module, help). Each module defines ``add_arguments(parser)`` and ``run(args) -> int``.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -50,12 +54,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return int(module.run(args) or 0)
+        code = int(module.run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
     except SmneuronError as err:
         print(f"smneuron {args.command}: {err.message}", file=sys.stderr)
         return 1 if err.client_error else 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `smneuron hyperparameters | head`: the reader left. Point stdout at /dev/null so the
+        # exit-time flush cannot fail again, and exit as a process ended by SIGPIPE would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":  # pragma: no cover

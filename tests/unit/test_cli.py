@@ -1,0 +1,39 @@
+"""The `smneuron` command line: behaviour shared by every subcommand."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from smneuron.cli import EXIT_BROKEN_PIPE
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`smneuron hyperparameters | head -1`: the reader is gone before the table is written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "smneuron.cli", "hyperparameters"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr
+    assert result.returncode == EXIT_BROKEN_PIPE
+
+
+def test_a_reader_gets_the_whole_table():
+    result = subprocess.run(
+        [sys.executable, "-m", "smneuron.cli", "hyperparameters", "--format", "markdown"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("| Name | Type | Default | Meaning |")
+    assert "| `precompile` | bool |" in result.stdout
