@@ -46,11 +46,9 @@ def main() -> int:
         from smneuron.training.trainer import train
 
         result = train(env, hps, flag)
-        if result.precompile_run:
-            log.info(
-                "precompile pass done at step %d: graphs are in the compile cache",
-                result.global_step,
-            )
+        if result.precompile_run:  # nothing to publish: neuron_parallel_compile compiles next
+            if launch.is_rank_zero(os.environ):
+                log.info("precompile pass: graphs extracted in %d steps", result.global_step)
             return 0
         if launch.is_rank_zero(os.environ):
             paths.success.parent.mkdir(parents=True, exist_ok=True)
