@@ -105,7 +105,12 @@ class TrainingHyperparameters:
     precompile: bool = hp(
         False, "bool", "Neuron: compile the training graphs ahead of time (neuron_parallel_compile)"
     )
-    compiler_args: str = hp("", "str", "extra compiler flags for the Neuron backend")
+    compiler_args: str = hp(
+        "",
+        "str",
+        "neuronx-cc flags for the artifact, replacing the defaults "
+        "(empty: --auto-cast matmult --auto-cast-type bf16)",
+    )
 
     @property
     def max_steps_or_none(self) -> int | None:
