@@ -4,6 +4,10 @@ The build context is a staged folder (``build/context/<accelerator>``) with hard
 wheelhouse and the freshly built smneuron wheel: small to send, and a change to Python source
 alone only rebuilds the images' last layer. The legacy builder runs through the Docker SDK;
 BuildKit (which the SDK cannot drive) through the ``docker`` CLI with ``DOCKER_BUILDKIT=1``.
+
+Neuron images build FROM the AWS Neuron DLC pinned in ``constraints/neuron.txt``: the base is
+inspected first (its Python, glibc and distributions), and each image's context
+(``build/context/neuron-<image>``) gets a wheelhouse of only what that base lacks.
 """
 
 from __future__ import annotations
@@ -20,7 +24,14 @@ from pathlib import Path
 
 from smneuron import __version__
 from smneuron.errors import ConfigurationError, SmneuronError
-from smneuron.wheelhouse import IMAGES, build_wheelhouse, repo_root, smneuron_wheel
+from smneuron.wheelhouse import (
+    IMAGES,
+    INVENTORY_SCRIPT,
+    BaseInventory,
+    build_wheelhouse,
+    repo_root,
+    smneuron_wheel,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +40,14 @@ CPU_BASE = "smneuron-base:bookworm"
 # Per accelerator: how the Dockerfiles' ARGs are set (the base image is resolved separately).
 BUILD_ARGS = {
     "cpu": {"PYTHON": "python3", "BUILD_PACKAGES": "python3-venv"},
-    # The Neuron DLCs bring their own Python with torch-neuronx; the venv sees it.
-    "neuron": {"PYTHON": "python3", "BUILD_PACKAGES": "", "SYSTEM_PACKAGES": "tini"},
+    # The Neuron DLCs bring their own Python with torch-neuronx; the venv sees it. Their
+    # Neuron tools (neuron-ls, neuron-top, neuron_parallel_compile) live in /opt/aws/neuron/bin.
+    "neuron": {
+        "PYTHON": "python3",
+        "BUILD_PACKAGES": "",
+        "SYSTEM_PACKAGES": "tini",
+        "PATH_PREFIX": "/opt/venv/bin:/opt/aws/neuron/bin",
+    },
 }
 INFERENCE_SYSTEM_PACKAGES = {
     "cpu": "python3 tini ca-certificates openjdk-17-jre-headless",
@@ -100,10 +117,54 @@ def base_image(root: Path, accelerator: str, image: str, region: str) -> str:
     return read_pins(root / "constraints" / "neuron.txt").dlc_uri(image, region)
 
 
-def stage_context(root: Path, accelerator: str) -> Path:
-    """build/context/<accelerator>: wheelhouse (hard links) + the smneuron wheel."""
-    wheelhouse = build_wheelhouse(accelerator, root)
-    context = root / "build" / "context" / accelerator
+def ensure_local(client, image: str) -> None:  # type: ignore[no-untyped-def]
+    """Pull ``image`` unless it is present; say how to log in where the pull fails."""
+    import docker.errors
+
+    try:
+        client.images.get(image)
+        return
+    except docker.errors.ImageNotFound:
+        pass
+    log.info("pulling %s", image)
+    try:
+        client.images.pull(image)
+    except docker.errors.APIError as err:
+        registry = image.split("/", 1)[0]
+        raise BuildError(
+            f"the base image {image} is not here and cannot be pulled ({err.explanation}); "
+            f"log Docker in to {registry} first (smneuron push --login-only --login-account "
+            f"{registry.split('.', 1)[0]})"
+        ) from err
+
+
+def inspect_base(client, image: str, python: str = "python3") -> BaseInventory:  # type: ignore[no-untyped-def]
+    """Python version, glibc and installed distributions of a base image's ``python``."""
+    import docker.errors
+
+    ensure_local(client, image)
+    try:
+        output = client.containers.run(
+            image, entrypoint=[python, "-c", INVENTORY_SCRIPT], remove=True, network_disabled=True
+        )
+    except docker.errors.ContainerError as err:
+        raise BuildError(f"{python} in {image} cannot list its packages: {err}") from err
+    return BaseInventory.from_json(image, output.decode(errors="replace"))
+
+
+def stage_context(
+    root: Path, accelerator: str, base: BaseInventory | None = None, image: str | None = None
+) -> Path:
+    """build/context/<accelerator>: wheelhouse (hard links) + the smneuron wheel.
+
+    Neuron: one context per image (``neuron-<image>``), the wheelhouse made against ``base``.
+    """
+    if accelerator == "neuron" and base is not None and image is not None:
+        wheelhouse = build_wheelhouse(accelerator, root, base=base, images=(image,))
+        context = root / "build" / "context" / f"{accelerator}-{image}"
+    else:
+        wheelhouse = build_wheelhouse(accelerator, root)
+        context = root / "build" / "context" / accelerator
     staged = context / "wheelhouse"
     shutil.rmtree(staged, ignore_errors=True)
     staged.mkdir(parents=True)
@@ -170,15 +231,21 @@ def build_images(
         raise ConfigurationError(f"accelerator {accelerator!r} is not one of: cpu, neuron")
     region = region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     client = docker_client()
-    started = time.monotonic()
-    context = stage_context(root, accelerator)
-    log.info("context staged in %.1fs: %s", time.monotonic() - started, context)
+    if accelerator != "neuron":
+        started = time.monotonic()
+        context = stage_context(root, accelerator)
+        log.info("context staged in %.1fs: %s", time.monotonic() - started, context)
     sha = git_sha(root)
     results = []
     for image in images:
         tag = image_tag(image, accelerator)
         from_image = base or base_image(root, accelerator, image, region)
         args = _build_args(accelerator, image, from_image)
+        if accelerator == "neuron":
+            started = time.monotonic()
+            inventory = inspect_base(client, from_image, args["PYTHON"])
+            context = stage_context(root, accelerator, inventory, image)
+            log.info("context staged in %.1fs: %s", time.monotonic() - started, context)
         dockerfile = root / "containers" / image / "Dockerfile"
         log.info("building %s from %s (%s builder)", tag, from_image, builder)
         began = time.monotonic()

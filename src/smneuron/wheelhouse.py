@@ -6,6 +6,12 @@ torch. Wheels are fetched for the image's platform and Python (not the host's): 
 ``pip download --platform ... --only-binary=:all:``, pure-Python sdists built once with
 ``pip wheel --no-deps``. The result is cached under ``build/wheelhouse/<accelerator>-<hash>``,
 the hash covering the constraints, the requirement lists and the target.
+
+The neuron wheelhouse is made against its base image (the AWS Neuron DLC): given the base's
+Python, glibc and installed distributions (``BaseInventory``), it holds smneuron's requirements
+that the base lacks and nothing else. The base's own distributions take part in pip's
+resolution as metadata-only stub wheels at the base's versions, so pip can neither download nor
+replace them (torch, torch-neuronx, neuronx-cc above all).
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from smneuron.errors import ConfigurationError, SmneuronError
@@ -52,7 +59,76 @@ class Target:
 
 # Debian bookworm: Python 3.11, glibc 2.36 (wheels up to manylinux_2_28 exist in practice).
 # Neuron DLCs (Ubuntu 22.04): Python 3.11 in the pytorch-*-neuronx py311 images, glibc 2.35.
-TARGETS = {"cpu": Target("cpu", "3.11", 28), "neuron": Target("neuron", "3.11", 35)}
+# The neuron target is read from the base image itself (BaseInventory.target).
+TARGETS = {"cpu": Target("cpu", "3.11", 28)}
+
+# What the Neuron DLC provides and an image must never install over it (nor the CUDA runtime).
+BASE_ONLY = ("torch", "torch-neuronx", "neuronx-cc", "torch-xla", "libneuronxla")
+# Packaging tools: the venv may carry newer ones than the base (setuptools>=77 for serving).
+SHADOWABLE = ("pip", "setuptools", "wheel")
+STUB_LABEL = "smneuronbase"  # local version label of the base's stand-in wheels
+# Run with the base image's Python: its version, glibc and installed distributions as JSON.
+# Where a name is installed twice (Debian's setuptools and a newer one in /usr/local), the
+# first on sys.path is the one imported, so the first wins.
+INVENTORY_SCRIPT = """\
+import importlib.metadata as m, json, platform, re, sys
+packages, requires = {}, {}
+for dist in m.distributions():
+    name = re.sub(r"[-_.]+", "-", dist.metadata["Name"] or "").lower()
+    if name and name not in packages:
+        packages[name], requires[name] = dist.version, dist.requires or []
+print(json.dumps({"python": "%d.%d" % sys.version_info[:2], "glibc": platform.libc_ver()[1],
+                  "packages": packages, "requires": requires}))
+"""
+
+
+@dataclass(frozen=True)
+class BaseInventory:
+    """What a base image's Python already has: the neuron wheelhouse adds only the rest."""
+
+    image: str
+    python_version: str
+    glibc: str
+    packages: dict[str, str] = field(default_factory=dict)  # canonical name -> version
+    # Of each distribution's requirements, those on SHADOWABLE tools: a venv brings its own
+    # (older) setuptools, so the wheelhouse must carry one that fits the base's torch.
+    tool_requires: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, image: str, text: str) -> BaseInventory:
+        try:
+            data = json.loads(text.strip().splitlines()[-1])
+            packages = {canonical(name): str(v) for name, v in data["packages"].items()}
+            tools = {
+                canonical(name): [spec for spec in specs if _requirement_name(spec) in SHADOWABLE]
+                for name, specs in data.get("requires", {}).items()
+            }
+            tools = {name: specs for name, specs in tools.items() if specs}
+            return cls(image, str(data["python"]), str(data["glibc"]), packages, tools)
+        except (ValueError, KeyError, IndexError, AttributeError) as err:
+            raise WheelhouseError(f"cannot read the inventory of {image}: {text[-500:]!r}") from err
+
+    @property
+    def target(self) -> Target:
+        try:
+            minor = int(self.glibc.split(".")[1])
+        except (IndexError, ValueError) as err:
+            raise WheelhouseError(f"{self.image}: unknown glibc version {self.glibc!r}") from err
+        return Target("neuron", self.python_version, minor)
+
+    def locked(self) -> dict[str, str]:
+        """The base's distributions that pip must take as they are (valid versions only)."""
+        from packaging.version import InvalidVersion, Version
+
+        found = {}
+        for name, version in self.packages.items():
+            if name in SHADOWABLE:
+                continue
+            try:
+                found[name] = str(Version(version))
+            except InvalidVersion:
+                log.debug("%s: skipping %s %s (not a PEP 440 version)", self.image, name, version)
+        return found
 
 
 class WheelhouseError(SmneuronError):
@@ -189,13 +265,19 @@ _UNRESOLVABLE = (
 
 
 def _download(
-    requirements: Path, constraints: list[Path], target: Target, dest: Path, links: Path
+    requirements: Path,
+    constraints: list[Path],
+    target: Target,
+    dest: Path,
+    links: Path | list[Path],
 ) -> str | None:
     """Download binary wheels for the target; return the name pip found no wheel for."""
     args = ["download", "-q", "-r", str(requirements), "-d", str(dest)]
     for path in constraints:
         args += ["-c", str(path)]
-    args += ["--find-links", str(links), "--only-binary=:all:"]
+    for link in links if isinstance(links, list) else [links]:
+        args += ["--find-links", str(link)]
+    args += ["--only-binary=:all:"]
     args += ["--python-version", target.python_version, "--implementation", "cp"]
     for abi in (target.abi, "abi3", "none"):
         args += ["--abi", abi]
@@ -250,9 +332,26 @@ def check_no_cuda(directory: Path) -> None:
         )
 
 
-def build_wheelhouse(accelerator: str = "cpu", root: Path | None = None) -> Path:
-    """Assemble (or reuse) the dependency wheelhouse; return its directory."""
+def build_wheelhouse(
+    accelerator: str = "cpu",
+    root: Path | None = None,
+    *,
+    base: BaseInventory | None = None,
+    images: tuple[str, ...] = IMAGES,
+) -> Path:
+    """Assemble (or reuse) the dependency wheelhouse; return its directory.
+
+    ``neuron`` needs ``base`` (what the DLC already has) and is made per image: the training
+    and inference DLCs differ.
+    """
     root = root or repo_root()
+    if accelerator == "neuron":
+        if base is None:
+            raise ConfigurationError(
+                "the neuron wheelhouse is made against its base image (the Neuron DLC): "
+                "run `smneuron build --accelerator neuron`"
+            )
+        return build_base_wheelhouse(root, base, images)
     if accelerator not in TARGETS:
         raise ConfigurationError(f"accelerator {accelerator!r} is not one of: {', '.join(TARGETS)}")
     target = TARGETS[accelerator]
@@ -296,6 +395,191 @@ def build_wheelhouse(accelerator: str = "cpu", root: Path | None = None) -> Path
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     for old in out.parent.glob(f"{accelerator}-*"):
+        if old != out:
+            log.info("removing the outdated wheelhouse %s", old)
+            shutil.rmtree(old, ignore_errors=True)
+    size = sum(p.stat().st_size for p in out.glob("*.whl")) / 1e6
+    log.info("wheelhouse %s: %d wheels, %.0f MB", out, len(list(out.glob("*.whl"))), size)
+    return out
+
+
+def _stub_version(version: str) -> str:
+    """The base's version with our local label: only our stub wheel can match it exactly."""
+    return f"{version}.{STUB_LABEL}" if "+" in version else f"{version}+{STUB_LABEL}"
+
+
+def write_stub_wheel(
+    directory: Path, name: str, version: str, requires: list[str] | None = None
+) -> Path:
+    """A metadata-only wheel standing for a distribution the base image already has.
+
+    ``requires``: only those the base does not satisfy itself (packaging tools a venv
+    shadows); the base's own distributions satisfy each other.
+    """
+    stem = f"{re.sub(r'[-_.]+', '_', name)}-{version}"
+    info = f"{stem}.dist-info"
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    metadata += "".join(f"Requires-Dist: {spec}\n" for spec in requires or [])
+    files = {
+        f"{info}/METADATA": metadata,
+        f"{info}/WHEEL": (
+            "Wheel-Version: 1.0\nGenerator: smneuron\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+    }
+    record = "".join(f"{path},,\n" for path in files) + f"{info}/RECORD,,\n"
+    path = directory / f"{stem}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, text in {**files, f"{info}/RECORD": record}.items():
+            archive.writestr(member, text)
+    return path
+
+
+def check_base_only(directory: Path, base: BaseInventory) -> None:
+    """The neuron wheelhouse must not carry torch, the Neuron stack or CUDA libraries."""
+    found = sorted(
+        p.name
+        for p in directory.glob("*.whl")
+        if canonical(p.name.split("-")[0]) in BASE_ONLY or p.name.startswith("nvidia_")
+    )
+    if found:
+        raise WheelhouseError(
+            f"the neuron wheelhouse would install {', '.join(found[:4])} over {base.image}; "
+            "those must come from the Neuron DLC"
+        )
+
+
+def base_cache_key(root: Path, base: BaseInventory, names: dict[str, list[str]]) -> str:
+    payload = json.dumps(
+        {
+            "constraints": constraints_file(root, "neuron").read_text(encoding="utf-8"),
+            "base": [base.python_version, base.glibc, sorted(base.packages.items())],
+            "tool_requires": sorted(base.tool_requires.items()),
+            "requirements": names,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def build_base_wheelhouse(root: Path, base: BaseInventory, images: tuple[str, ...]) -> Path:
+    """The neuron wheelhouse: smneuron's requirements for ``images`` that ``base`` lacks.
+
+    Writes ``requirements-<image>.txt`` (every requirement pinned, to the base's version where
+    the base has it) and ``constraints.txt`` (the image's lock: the base's distributions at
+    their versions plus every wheel here), which the Dockerfiles install with.
+    """
+    missing_stack = [name for name in ("torch", "torch-neuronx") if name not in base.packages]
+    if missing_stack:
+        raise WheelhouseError(
+            f"{base.image} has no {' or '.join(missing_stack)}: the neuron images build FROM "
+            "the AWS Neuron Deep Learning Container named in constraints/neuron.txt"
+        )
+    target = base.target
+    pins = read_pins(constraints_file(root, "neuron"))
+    locked = base.locked()
+    for name in sorted(set(pins) & set(locked)):
+        if locked[name].split("+")[0] != pins[name].split("+")[0]:
+            log.warning(
+                "%s has %s %s, constraints/neuron.txt pins %s: the base's is kept",
+                base.image,
+                name,
+                locked[name],
+                pins[name],
+            )
+    names = {image: image_requirements(root, image, "neuron") for image in images}
+    label = "-".join(images) if images != IMAGES else "all"
+    out = root / "build" / "wheelhouse" / f"neuron-{label}-{base_cache_key(root, base, names)}"
+    if (out / ".complete").is_file():
+        log.info("wheelhouse %s is cached (%d wheels)", out, len(list(out.glob("*.whl"))))
+        return out
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    sdists, stubs = staging / "sdist-wheels", staging / "base-stubs"
+    sdists.mkdir(parents=True)
+    stubs.mkdir()
+    resolve = staging / "resolve-constraints.txt"
+    # The venv's own copies of the packaging tools: the base's versions where they fit.
+    tools = {name: base.packages[name] for name in SHADOWABLE if name in base.packages}
+
+    def write_resolve_inputs() -> None:
+        for stub in stubs.glob("*.whl"):
+            stub.unlink()
+        for name, version in locked.items():
+            write_stub_wheel(stubs, name, _stub_version(version), base.tool_requires.get(name))
+        lines = [f"{name}=={_stub_version(version)}" for name, version in sorted(locked.items())]
+        lines += [f"{name}=={v}" for name, v in sorted(tools.items())]
+        lines += [
+            f"{name}=={v}"
+            for name, v in sorted(pins.items())
+            if name not in locked and name not in tools
+        ]
+        resolve.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    write_resolve_inputs()
+    union = staging / "requirements.txt"
+    union.write_text("\n".join(sorted({n for ns in names.values() for n in ns})) + "\n", "utf-8")
+    log.info(
+        "building the neuron wheelhouse for %s (Python %s, glibc %s, %d distributions in it)",
+        base.image,
+        target.python_version,
+        base.glibc,
+        len(base.packages),
+    )
+    built: set[str] = set()
+    while (missing := _download(union, [resolve], target, staging, [sdists, stubs])) is not None:
+        if missing in tools:
+            log.info(
+                "%s: %s %s does not fit; any version will do",
+                base.image,
+                missing,
+                tools.pop(missing),
+            )
+            write_resolve_inputs()
+            continue
+        if missing in locked and missing in BASE_ONLY:
+            raise WheelhouseError(
+                f"smneuron's requirements do not fit {missing} {locked[missing]} as installed in "
+                f"{base.image}; align the pins in constraints/neuron.txt with that image"
+            )
+        if missing in locked:
+            # A helper library of the base (fsspec, say) too new or old for a requirement:
+            # the venv gets its own copy, which shadows the base's for smneuron only.
+            log.warning(
+                "%s: %s %s does not fit smneuron's requirements; the venv gets its own",
+                base.image,
+                missing,
+                locked.pop(missing),
+            )
+            write_resolve_inputs()
+            continue
+        if missing in built:
+            raise WheelhouseError(f"no wheel for {missing} even after building it from source")
+        spec = f"{missing}=={pins[missing]}" if missing in pins else missing
+        log.info("no binary wheel for %s: building it from the sdist", spec)
+        _build_sdist_wheel(spec, sdists)
+        built.add(missing)
+    for wheel in staging.glob(f"*{STUB_LABEL}*.whl"):
+        wheel.unlink()
+    for wheel in sdists.glob("*.whl"):
+        shutil.move(str(wheel), staging / wheel.name)
+    shutil.rmtree(sdists)
+    shutil.rmtree(stubs)
+    resolve.unlink()
+    check_base_only(staging, base)
+    versions = {**locked, **wheel_versions(staging)}
+    for image, image_names in names.items():
+        lines = [f"{name}=={versions[name]}" for name in image_names]
+        (staging / f"requirements-{image}.txt").write_text("\n".join(lines) + "\n", "utf-8")
+    (staging / "constraints.txt").write_text(
+        f"# Generated by smneuron.wheelhouse from constraints/neuron.txt for {base.image}:\n"
+        "# its own distributions at their versions, plus the wheels next to this file.\n"
+        + "".join(f"{name}=={version}\n" for name, version in sorted(versions.items())),
+        encoding="utf-8",
+    )
+    (staging / ".complete").write_text(json.dumps(wheel_versions(staging), indent=1), "utf-8")
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    for old in out.parent.glob(f"neuron-{label}-*"):
         if old != out:
             log.info("removing the outdated wheelhouse %s", old)
             shutil.rmtree(old, ignore_errors=True)
