@@ -131,6 +131,19 @@ def wait_for_ping(port: int, limit_s: float = 300, host: str = "localhost") -> f
     raise LocalModeError(f"the endpoint on port {port} was not healthy in {limit_s:.0f}s ({last})")
 
 
+def _model(image: str, model_data: str, environment: Mapping[str, str] | None, local):  # type: ignore[no-untyped-def]
+    """A SageMaker ``Model`` of our serving image, bound to the local session."""
+    from sagemaker.model import Model
+
+    return Model(
+        image_uri=image,
+        model_data=model_data,
+        role=DUMMY_ROLE,
+        env=dict(environment or {}),
+        sagemaker_session=local,
+    )
+
+
 def deploy(
     image: str,
     model_data: str,
@@ -142,18 +155,11 @@ def deploy(
 ):  # type: ignore[no-untyped-def]
     """Deploy ``model_data`` to a local endpoint; return a JSON predictor once /ping is 200."""
     from sagemaker.deserializers import JSONDeserializer
-    from sagemaker.model import Model
     from sagemaker.predictor import Predictor
     from sagemaker.serializers import JSONSerializer
 
     local = sagemaker_session or session(port)
-    model = Model(
-        image_uri=image,
-        model_data=model_data,
-        role=DUMMY_ROLE,
-        env=dict(environment or {}),
-        sagemaker_session=local,
-    )
+    model = _model(image, model_data, environment, local)
     model.deploy(initial_instance_count=1, instance_type="local", wait=False)
     predictor = Predictor(
         model.endpoint_name,
@@ -207,16 +213,8 @@ def transform(
     sagemaker_session=None,  # type: ignore[no-untyped-def]
 ) -> list[Path]:
     """Batch transform ``data`` line by line; return the output files once they exist."""
-    from sagemaker.model import Model
-
     local = sagemaker_session or session(port)
-    model = Model(
-        image_uri=image,
-        model_data=model_data,
-        role=DUMMY_ROLE,
-        env=dict(environment or {}),
-        sagemaker_session=local,
-    )
+    model = _model(image, model_data, environment, local)
     model._create_sagemaker_model(instance_type="local")
     transformer = model.transformer(
         instance_count=1,
