@@ -391,10 +391,15 @@ def build_wheelhouse(
     for image, lines in requirements.items():
         (staging / f"requirements-{image}.txt").write_text("\n".join(lines) + "\n", "utf-8")
     shutil.copyfile(constraints, staging / "constraints.txt")
+    return _publish(staging, out, f"{accelerator}-*")
+
+
+def _publish(staging: Path, out: Path, siblings: str) -> Path:
+    """Mark ``staging`` complete, move it to ``out``, and drop outdated ``siblings`` next to it."""
     (staging / ".complete").write_text(json.dumps(wheel_versions(staging), indent=1), "utf-8")
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
-    for old in out.parent.glob(f"{accelerator}-*"):
+    for old in out.parent.glob(siblings):
         if old != out:
             log.info("removing the outdated wheelhouse %s", old)
             shutil.rmtree(old, ignore_errors=True)
@@ -576,16 +581,7 @@ def build_base_wheelhouse(root: Path, base: BaseInventory, images: tuple[str, ..
         + "".join(f"{name}=={version}\n" for name, version in sorted(versions.items())),
         encoding="utf-8",
     )
-    (staging / ".complete").write_text(json.dumps(wheel_versions(staging), indent=1), "utf-8")
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
-    for old in out.parent.glob(f"neuron-{label}-*"):
-        if old != out:
-            log.info("removing the outdated wheelhouse %s", old)
-            shutil.rmtree(old, ignore_errors=True)
-    size = sum(p.stat().st_size for p in out.glob("*.whl")) / 1e6
-    log.info("wheelhouse %s: %d wheels, %.0f MB", out, len(list(out.glob("*.whl"))), size)
-    return out
+    return _publish(staging, out, f"neuron-{label}-*")
 
 
 def _host_version(name: str) -> str | None:
