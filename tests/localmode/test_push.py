@@ -28,14 +28,11 @@ def test_push_creates_the_repository_and_pushes(
     offline, moto_ecr, local_registry, small_image, tmp_path
 ):
     output = tmp_path / "images.json"
-    args = argparse.Namespace(
-        images=[small_image],
-        accelerator="cpu",
-        tag=None,
-        region="us-east-1",
-        registry=local_registry,
-        ecr_endpoint_url=moto_ecr,
-        output=output,
+    parser = argparse.ArgumentParser()
+    ecr.add_arguments(parser)
+    args = parser.parse_args(
+        [small_image, "--region", "us-east-1", "--registry", local_registry]
+        + ["--ecr-endpoint-url", moto_ecr, "--output", str(output)]
     )
     assert ecr.run(args) == 0
     client = boto3.client("ecr", region_name="us-east-1", endpoint_url=moto_ecr)
