@@ -250,6 +250,7 @@ def transform(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from smneuron.images import image_tag
+    from smneuron.neuron_local import add_neuron_devices_argument
 
     sub = parser.add_subparsers(dest="action", required=True)
     common = argparse.ArgumentParser(add_help=False)
@@ -265,11 +266,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--hyperparameters", default="{}", help="JSON object")
     t.add_argument("--instance-count", type=int, default=1)
     t.add_argument("--output", type=Path, default=Path("build/localmode/output"))
+    add_neuron_devices_argument(t)
 
     d = sub.add_parser("deploy", parents=[common], help="serve a model.tar.gz until Ctrl-C")
     d.add_argument("--image", default=image_tag("inference", "cpu"))
     d.add_argument("--model-data", required=True)
     d.add_argument("--health-timeout", type=float, default=300)
+    add_neuron_devices_argument(d)
 
     i = sub.add_parser("invoke", parents=[common], help="POST a body to the local endpoint")
     i.add_argument("--body", required=True, help="request body text")
@@ -299,6 +302,38 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("sagemaker.config").setLevel(logging.WARNING)  # it logs to stdout
     apply_offline_env(args.workdir.resolve())
     env = _pairs(args.env, "--env")
+    if getattr(args, "neuron_devices", None):
+        # The SDK cannot pass devices: run the container directly, same /opt/ml layout.
+        from smneuron import localrun, neuron_local
+
+        devices = neuron_local.docker_device_args(args.neuron_devices)
+        if args.action == "train":
+            if args.instance_count != 1:
+                raise ConfigurationError("--neuron-devices runs one host: --instance-count 1")
+            job = args.output.resolve() / time.strftime("smneuron-local-%Y%m%d-%H%M%S")
+            spec = localrun.training_run_spec(
+                args.image,
+                _pairs(args.channel, "--channel"),
+                json.loads(args.hyperparameters),
+                job,
+                devices,
+                env,
+            )
+            print(localrun.run_training(spec))
+            return 0
+        spec = localrun.serving_run_spec(
+            args.image, args.model_data, args.port, args.workdir.resolve() / "serve", devices, env
+        )
+        container = localrun.run_serving(spec, args.health_timeout)
+        print(f"{args.image} with {', '.join(devices.devices)} on http://localhost:{args.port}")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            container.remove(force=True)
+        return 0
     if args.action == "train":
         hyperparameters = json.loads(args.hyperparameters)
         uri = train(
