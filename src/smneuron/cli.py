@@ -42,12 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    known, _ = parser.parse_known_args(argv)
-    module = importlib.import_module(known._module)
-    # Re-parse with the chosen command's own arguments.
-    parser = build_parser()
+    # The command is found before parsing so that its module adds its own arguments first:
+    # `smneuron local deploy --help` then shows deploy's options, not only the top level.
+    command = next((arg for arg in argv if arg in COMMANDS), None)
+    if command is None:
+        parser.parse_args(argv)  # prints the help or the usage error, and exits
+        return 2
+    module = importlib.import_module(COMMANDS[command][0])
     sub_action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    module.add_arguments(sub_action.choices[known.command])
+    module.add_arguments(sub_action.choices[command])
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -6,6 +6,9 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from smneuron import cli
 from smneuron.cli import EXIT_BROKEN_PIPE
 
 
@@ -37,3 +40,18 @@ def test_a_reader_gets_the_whole_table():
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("| Name | Type | Default | Meaning |")
     assert "| `precompile` | bool |" in result.stdout
+
+
+def test_subcommand_help_shows_the_subcommand_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["local", "deploy", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--model-data" in out and "--neuron-devices" in out
+
+
+def test_no_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([])
+    assert exit_info.value.code == 2
+    assert "COMMAND" in capsys.readouterr().err
