@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from smneuron.errors import ConfigurationError, SmneuronError
+from smneuron.images import docker_client as engine_client
 from smneuron.neuron_local import NeuronDevices
 
 HOST = "algo-1"
@@ -182,20 +183,6 @@ def serving_run_spec(
     )
 
 
-def docker_client():  # type: ignore[no-untyped-def]
-    """A docker SDK client, or a LocalRunError that says no engine answers."""
-    import docker
-
-    try:
-        client = docker.from_env()
-        client.ping()
-    except Exception as err:  # docker raises several unrelated types for "no engine"
-        raise LocalRunError(
-            f"no Docker engine answers ({type(err).__name__}: {err}); start docker first"
-        ) from err
-    return client
-
-
 def _logs(container) -> str:  # type: ignore[no-untyped-def]
     try:
         return container.logs().decode(errors="replace")
@@ -225,7 +212,7 @@ def run_training(spec: RunSpec, client=None, stream: TextIO | None = None) -> Pa
         LocalRunError: the container exited non-zero (with its ``failure`` file and log tail).
     """
     stream = stream or sys.stdout
-    client = client or docker_client()
+    client = client or engine_client()
     container = client.containers.run(spec.image, **spec.run_kwargs())
     tail: deque[str] = deque()
     size = 0
@@ -284,7 +271,7 @@ def run_serving(
         raise ConfigurationError("a serving run needs a published port")
     host = spec.ports[f"{SERVING_PORT}/tcp"][0]
     host = "127.0.0.1" if host in ("", "0.0.0.0") else host
-    client = client or docker_client()
+    client = client or engine_client()
     container = client.containers.run(spec.image, **spec.run_kwargs())
     deadline = time.monotonic() + health_timeout
     last = "no answer"
