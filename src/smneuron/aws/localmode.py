@@ -16,7 +16,7 @@ import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from smneuron.errors import ConfigurationError, SmneuronError
@@ -298,6 +298,17 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
     return pairs
 
 
+def _wait_for_ctrl_c(cleanup: Callable[[], object]) -> None:
+    """Keep a local endpoint up until Ctrl-C, then tear it down (also on any other exit)."""
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cleanup()
+
+
 def run(args: argparse.Namespace) -> int:
     logging.getLogger("sagemaker.config").setLevel(logging.WARNING)  # it logs to stdout
     apply_offline_env(args.workdir.resolve())
@@ -326,13 +337,7 @@ def run(args: argparse.Namespace) -> int:
         )
         container = localrun.run_serving(spec, args.health_timeout)
         print(f"{args.image} with {', '.join(devices.devices)} on http://localhost:{args.port}")
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            container.remove(force=True)
+        _wait_for_ctrl_c(lambda: container.remove(force=True))
         return 0
     if args.action == "train":
         hyperparameters = json.loads(args.hyperparameters)
@@ -354,13 +359,7 @@ def run(args: argparse.Namespace) -> int:
             health_limit_s=args.health_timeout,
         )
         print(f"endpoint {predictor.endpoint_name} on http://localhost:{args.port} (Ctrl-C stops)")
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            delete(predictor)
+        _wait_for_ctrl_c(lambda: delete(predictor))
     elif args.action == "invoke":
         request = urllib.request.Request(
             f"http://localhost:{args.port}/invocations",
