@@ -27,10 +27,10 @@ test-docker:
 	$(PYTEST) tests/container tests/localmode
 
 images:  ## build the training and inference images (ACCELERATOR=cpu|neuron), print sizes
-	$(PYTHON) -m smneuron.cli build --accelerator $(ACCELERATOR)
+	$(PYTHON) -m smneuron.tools.cli build --accelerator $(ACCELERATOR)
 
 push:  ## push both images to ECR (AWS_DEFAULT_REGION; SMNEURON_REGISTRY overrides the host)
-	$(PYTHON) -m smneuron.cli push --accelerator $(ACCELERATOR)
+	$(PYTHON) -m smneuron.tools.cli push --accelerator $(ACCELERATOR)
 
 bench:  ## serving throughput/latency/startup figures on this host (prints a table)
 	$(PYTHON) benchmarks/serving.py

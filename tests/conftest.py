@@ -68,7 +68,7 @@ def docker_client():
 @pytest.fixture(scope="session")
 def cpu_images(docker_client) -> dict[str, str]:
     """{"training": tag, "inference": tag}: the CPU images built from this checkout (once)."""
-    from smneuron.images import IMAGE_NAMES, build_images, image_tag
+    from smneuron.tools.build.images import IMAGE_NAMES, build_images, image_tag
 
     tags = {image: image_tag(image, "cpu") for image in IMAGE_NAMES}
     if os.environ.get(REUSE_IMAGES_ENV) == "1":

@@ -61,8 +61,8 @@ def compiled_vs_eager(model_dir: Path, texts: list[str]) -> tuple[float, float]:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from smneuron.artifact import read_manifest
-    from smneuron.compile import get_backend
+    from smneuron.artifact.backends import get_backend
+    from smneuron.artifact.manifest import read_manifest
 
     manifest = read_manifest(model_dir)
     backend = get_backend(manifest.backend)

@@ -18,8 +18,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from smneuron.env import ENV, accelerator_override
 from smneuron.errors import AcceleratorError, ConfigurationError
-from smneuron.settings import ENV, accelerator_override, parse_int
+from smneuron.typed import parse_int
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import shutil
 import sys
 from collections.abc import Mapping, Sequence
 
-from smneuron.settings import Paths
+from smneuron.job import Paths
 
 ROLE_ENV = "SMNEURON_IMAGE_ROLE"  # training | inference
 ROLES = {"training": "train", "inference": "serve"}

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from dockerjobs import run_training
 
-from smneuron.images import build_images
-from smneuron.neuron import read_pins
+from smneuron.tools.build.images import build_images
+from smneuron.tools.build.pins import read_pins
 
 pytestmark = pytest.mark.docker
 
@@ -88,11 +88,12 @@ def test_neuron_backend_is_backed_by_the_base_torch_neuronx(docker_client, neuro
     out = _python(
         docker_client,
         neuron_images[role],
-        "import json; from smneuron.compile import get_backend; b = get_backend('neuron'); "
+        "import json; from smneuron.artifact.backends import get_backend; "
+        "b = get_backend('neuron'); "
         "print(json.dumps([type(b).__module__, type(b).__name__, b.versions()]))",
     )
     module, name, versions = json.loads(out)
-    assert (module, name) == ("smneuron.neuron", "NeuronBackend")
+    assert (module, name) == ("smneuron.neuron.backend", "NeuronBackend")
     pins = read_pins(ROOT / "constraints" / "neuron.txt").packages
     assert versions["torch_neuronx"] == pins["torch-neuronx"]
     assert versions["neuronx_cc"] == pins["neuronx-cc"]

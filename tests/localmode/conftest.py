@@ -46,7 +46,7 @@ def stop(process: subprocess.Popen) -> None:
 @pytest.fixture
 def offline(tmp_path_factory, monkeypatch) -> Path:
     """Dummy credentials, a region and telemetry off: the SDK never leaves the machine."""
-    from smneuron.aws.localmode import offline_env
+    from smneuron.tools.local.sdk import offline_env
 
     workdir = tmp_path_factory.mktemp("sdk")
     for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_PROFILE"):

@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.localmode]
 
 def invoke(endpoint_url: str, *extra: str) -> subprocess.CompletedProcess:
     """Run `smneuron invoke` for endpoint "spam" at ``endpoint_url`` with body "hello"."""
-    command = [sys.executable, "-m", "smneuron.cli", "invoke", "--endpoint-name", "spam"]
+    command = [sys.executable, "-m", "smneuron.tools.cli", "invoke", "--endpoint-name", "spam"]
     command += ["--endpoint-url", endpoint_url, "--region", "us-east-1", "--body", "@hello"]
     return subprocess.run([*command, *extra], capture_output=True, timeout=60, check=False)
 

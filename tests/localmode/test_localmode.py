@@ -10,7 +10,7 @@ import tarfile
 import pytest
 from localjobs import HYPERPARAMETERS, SERVE_ENV, SMALL_ENV
 
-from smneuron.aws import localmode
+from smneuron.tools.local import sdk as localmode
 
 pytestmark = [pytest.mark.docker, pytest.mark.localmode, pytest.mark.slow]
 
@@ -78,7 +78,7 @@ def test_deploy_predict_and_invoke(offline, cpu_images, model_data, tmp_path):
             [
                 sys.executable,
                 "-m",
-                "smneuron.cli",
+                "smneuron.tools.cli",
                 "invoke",
                 "--endpoint-name",
                 predictor.endpoint_name,

@@ -1,4 +1,4 @@
-"""The CPU images run directly through smneuron.localrun (the --neuron-devices path, no devices)."""
+"""The CPU images run directly through smneuron.tools.local.docker (--neuron-devices path)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 from localjobs import HYPERPARAMETERS, SERVE_ENV, SMALL_ENV, free_port_for_endpoint
 
-from smneuron import localrun
+from smneuron.tools.local import docker as localrun
 
 pytestmark = [pytest.mark.docker, pytest.mark.localmode]
 

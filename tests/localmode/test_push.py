@@ -9,7 +9,7 @@ import boto3
 import pytest
 import requests
 
-from smneuron.aws import ecr
+from smneuron.tools.aws import ecr
 
 pytestmark = [pytest.mark.docker, pytest.mark.localmode]
 

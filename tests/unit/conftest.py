@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from smneuron.settings import ENV, Paths
+from smneuron.env import ENV
+from smneuron.job import Paths
 from tinymodels import save_tiny_model
 
 AWS_CREDENTIALS = (

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from smneuron.artifact import (
+from smneuron.artifact.manifest import (
     FORMAT_VERSION,
     Manifest,
     check_compatible,

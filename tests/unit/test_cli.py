@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from smneuron import cli
-from smneuron.cli import EXIT_BROKEN_PIPE
+from smneuron.tools import cli
+from smneuron.tools.cli import EXIT_BROKEN_PIPE
 
 
 def test_a_closed_pipe_ends_quietly():
@@ -18,7 +18,7 @@ def test_a_closed_pipe_ends_quietly():
     os.close(read_end)
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "smneuron.cli", "hyperparameters"],
+            [sys.executable, "-m", "smneuron.tools.cli", "hyperparameters"],
             stdout=write_end,
             stderr=subprocess.PIPE,
             text=True,
@@ -32,7 +32,7 @@ def test_a_closed_pipe_ends_quietly():
 
 def test_a_reader_gets_the_whole_table():
     result = subprocess.run(
-        [sys.executable, "-m", "smneuron.cli", "hyperparameters", "--format", "markdown"],
+        [sys.executable, "-m", "smneuron.tools.cli", "hyperparameters", "--format", "markdown"],
         capture_output=True,
         text=True,
         timeout=60,

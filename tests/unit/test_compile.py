@@ -7,8 +7,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from smneuron.artifact import check_compatible, check_files, read_manifest  # noqa: E402
-from smneuron.compile import CpuBackend, compile_artifact, get_backend  # noqa: E402
+from smneuron.artifact.backends import CpuBackend, get_backend  # noqa: E402
+from smneuron.artifact.build import compile_artifact  # noqa: E402
+from smneuron.artifact.manifest import check_compatible, check_files, read_manifest  # noqa: E402
 from smneuron.errors import ConfigurationError  # noqa: E402
 from tinymodels import tiny_model  # noqa: E402
 

@@ -15,9 +15,11 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from smneuron import cli, compile_job  # noqa: E402
-from smneuron.artifact import check_files, read_manifest  # noqa: E402
-from smneuron.compile import CpuBackend, package_version  # noqa: E402
+from smneuron.artifact import job as compile_job  # noqa: E402
+from smneuron.artifact.backends import CpuBackend  # noqa: E402
+from smneuron.artifact.manifest import check_files, read_manifest  # noqa: E402
+from smneuron.tools import cli  # noqa: E402
+from smneuron.versions import package_version  # noqa: E402
 from tinymodels import save_tiny_model  # noqa: E402
 
 FAKE = Path(__file__).resolve().parents[1] / "resources" / "fake_neuron"
@@ -42,7 +44,8 @@ def fake_torch_neuronx(monkeypatch):
     monkeypatch.syspath_prepend(str(FAKE / "torch-neuronx"))
     monkeypatch.delitem(sys.modules, "torch_neuronx", raising=False)
     monkeypatch.setattr(
-        "smneuron.neuron.package_version", lambda dist: PINNED.get(dist) or package_version(dist)
+        "smneuron.neuron.backend.package_version",
+        lambda dist: PINNED.get(dist) or package_version(dist),
     )
     import torch_neuronx
 
@@ -216,9 +219,9 @@ def test_cpu_path_never_imports_neuron_packages(checkpoint, tmp_path):
         f"""
         import json, sys
         from pathlib import Path
-        from smneuron import cli
-        from smneuron.artifact import read_manifest
-        from smneuron.compile import get_backend
+        from smneuron.tools import cli
+        from smneuron.artifact.manifest import read_manifest
+        from smneuron.artifact.backends import get_backend
         out = Path({str(tmp_path / "artifact")!r})
         assert cli.main(["compile", "--checkpoint", {str(checkpoint)!r}, "--output", str(out),
                          "--sequence-lengths", "16"]) == 0

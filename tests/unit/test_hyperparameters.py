@@ -7,8 +7,8 @@ from dataclasses import fields
 
 import pytest
 
-from smneuron import cli
 from smneuron.errors import ConfigurationError
+from smneuron.tools import cli
 from smneuron.training.hyperparameters import TrainingHyperparameters, load
 
 

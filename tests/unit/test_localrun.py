@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from smneuron import cli, localrun, neuron_local
 from smneuron.errors import ConfigurationError
-from smneuron.localrun import LocalRunError, serving_run_spec, training_run_spec
-from smneuron.neuron_local import docker_device_args
+from smneuron.tools import cli
+from smneuron.tools.local import devices as neuron_local
+from smneuron.tools.local import docker as localrun
+from smneuron.tools.local.devices import docker_device_args
+from smneuron.tools.local.docker import LocalRunError, serving_run_spec, training_run_spec
 
 FOUR = [f"/dev/neuron{i}:/dev/neuron{i}:rwm" for i in range(4)]
 
@@ -80,7 +82,7 @@ def test_training_spec_with_auto_devices_writes_the_opt_ml_tree(tmp_path, dev, c
 
 
 def test_training_spec_reads_back_as_the_training_env(tmp_path, dev, channels):
-    from smneuron.settings import TrainingEnv
+    from smneuron.job import TrainingEnv
 
     training_run_spec("img", channels, {"max_steps": 4}, tmp_path / "job")
     job = (tmp_path / "job").resolve()
@@ -301,7 +303,7 @@ def test_cli_missing_device_is_an_error_naming_the_present_ones(recorded, tmp_pa
 
 
 def test_cli_without_neuron_devices_keeps_the_sdk_path(recorded, monkeypatch, channels, tmp_path):
-    from smneuron.aws import localmode
+    from smneuron.tools.local import sdk as localmode
 
     sdk_calls = []
     monkeypatch.setattr(localmode, "train", lambda *a, **k: sdk_calls.append((a, k)) or "file://x")

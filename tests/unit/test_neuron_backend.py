@@ -10,10 +10,11 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from smneuron.artifact import check_compatible, check_files, read_manifest  # noqa: E402
-from smneuron.compile import compile_artifact, get_backend, package_version  # noqa: E402
+from smneuron.artifact.backends import get_backend  # noqa: E402
+from smneuron.artifact.build import compile_artifact  # noqa: E402
+from smneuron.artifact.manifest import check_compatible, check_files, read_manifest  # noqa: E402
 from smneuron.errors import ArtifactError  # noqa: E402
-from smneuron.neuron import (  # noqa: E402
+from smneuron.neuron.backend import (  # noqa: E402
     DEFAULT_COMPILER_ARGS,
     NeuronBackend,
     compiler_target,
@@ -21,6 +22,7 @@ from smneuron.neuron import (  # noqa: E402
     neuron_versions,
     parse_compiler_args,
 )
+from smneuron.versions import package_version  # noqa: E402
 from tinymodels import tiny_model  # noqa: E402
 
 FAKE = Path(__file__).resolve().parents[1] / "resources" / "fake_neuron"

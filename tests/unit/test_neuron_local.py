@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from smneuron.errors import AcceleratorError, ConfigurationError
-from smneuron.neuron_local import (
+from smneuron.tools.local.devices import (
     add_neuron_devices_argument,
     docker_device_args,
     list_neuron_devices,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from smneuron.neuron import read_pins
+from smneuron.tools.build.pins import read_pins
 
 ROOT = Path(__file__).resolve().parents[2]
 PINS = read_pins(ROOT / "constraints" / "neuron.txt")

@@ -12,16 +12,15 @@ import pytest
 
 from smneuron.accelerator import detect_neuron
 from smneuron.errors import AcceleratorError
-from smneuron.neuron import (
-    DEFAULT_COMPILER_ARGS,
-    artifact_compiler_args,
+from smneuron.job import Paths, ResourceConfig
+from smneuron.neuron.backend import DEFAULT_COMPILER_ARGS, artifact_compiler_args
+from smneuron.neuron.training import (
     is_precompile_run,
     precompile_command,
     trainer_name,
     training_cores,
     training_env,
 )
-from smneuron.settings import Paths, ResourceConfig
 from smneuron.training import launch
 
 FAKE = Path(__file__).resolve().parents[1] / "resources" / "fake_neuron"
@@ -122,7 +121,7 @@ def test_trainer_choice_is_documented():
 
 
 def test_additions_feed_the_generic_launch_plan(trn1_cores, tmp_path):
-    from smneuron.neuron import training_env_additions
+    from smneuron.neuron.training import training_env_additions
 
     base = {"PATH": "/usr/bin", "NEURON_CC_FLAGS": "-O1"}
     resource = ResourceConfig.from_dict({"current_host": "algo-2", "hosts": ["algo-1", "algo-2"]})

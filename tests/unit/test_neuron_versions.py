@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from smneuron.artifact import Manifest, check_compatible
+from smneuron.artifact.manifest import Manifest, check_compatible
 from smneuron.errors import ArtifactError
 
 HOST = {

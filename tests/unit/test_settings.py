@@ -7,12 +7,10 @@ from dataclasses import dataclass
 
 import pytest
 
+from smneuron.env import ENV
 from smneuron.errors import ConfigurationError
-from smneuron.settings import (
-    ENV,
-    Paths,
-    ResourceConfig,
-    TrainingEnv,
+from smneuron.job import Paths, ResourceConfig, TrainingEnv
+from smneuron.typed import (
     hp,
     parse_bool,
     parse_float,

@@ -13,8 +13,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from smneuron.artifact import check_files, read_manifest  # noqa: E402
-from smneuron.compile import get_backend  # noqa: E402
+from smneuron.artifact.backends import get_backend  # noqa: E402
+from smneuron.artifact.manifest import check_files, read_manifest  # noqa: E402
 
 DEMO_DATA = Path(__file__).resolve().parents[2] / "examples" / "spam" / "data"
 # The regexes docs/training.md gives for metric_definitions.

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from smneuron.env import ENV
 from smneuron.errors import ConfigurationError
-from smneuron.settings import ENV, ResourceConfig
+from smneuron.job import ResourceConfig
 from smneuron.training import launch
 
 

@@ -18,13 +18,20 @@ from pathlib import Path
 
 import pytest
 
-from smneuron.settings import ENV, Paths, ResourceConfig
+from smneuron.env import ENV
+from smneuron.job import Paths, ResourceConfig
 from smneuron.training import entry, launch
 
 FAKE = Path(__file__).resolve().parents[1] / "resources" / "fake_neuron"
 DEMO_DATA = Path(__file__).resolve().parents[2] / "examples" / "spam" / "data"
 PINNED = {"torch-neuronx": "2.8.0.2.10.13553", "neuronx-cc": "2.21.18209.0"}
-NEURON_MODULES = ("smneuron.neuron", "torch_neuronx", "torch_xla", "neuronxcc", "libneuronxla")
+NEURON_MODULES = (
+    "smneuron.neuron.backend",
+    "torch_neuronx",
+    "torch_xla",
+    "neuronxcc",
+    "libneuronxla",
+)
 
 
 def hosts(current: str = "algo-1", count: int = 1) -> ResourceConfig:
@@ -188,7 +195,7 @@ def test_a_failed_precompile_stops_the_job(launcher):
 
 
 def test_neuron_forced_on_a_host_without_neuroncores(launcher, monkeypatch):
-    from smneuron import neuron
+    from smneuron.neuron import training as neuron
 
     monkeypatch.setattr(neuron, "detect_neuron", lambda *args, **kwargs: None)  # none found
     launcher.hyperparameters({})
@@ -277,12 +284,13 @@ def demo_rows(name: str, count: int) -> str:
 def neuron_worker(trn1, opt_ml, tiny_model_dir, monkeypatch):
     """A torchrun worker's view on a trn1: backend neuron, fake torch_neuronx, stub XLA."""
     torch = pytest.importorskip("torch")
-    from smneuron import neuron
-    from smneuron.compile import package_version
+    from smneuron.neuron import backend
+    from smneuron.neuron import training as neuron
+    from smneuron.versions import package_version
 
     monkeypatch.syspath_prepend(str(FAKE / "torch-neuronx"))
     monkeypatch.delitem(sys.modules, "torch_neuronx", raising=False)
-    monkeypatch.setattr(neuron, "package_version", lambda d: PINNED.get(d) or package_version(d))
+    monkeypatch.setattr(backend, "package_version", lambda d: PINNED.get(d) or package_version(d))
     initialised = []
     monkeypatch.setattr(neuron, "init_training_process", lambda: initialised.append(1) or "xla:0")
     monkeypatch.setenv(ENV.TRAINING_WORKER, "1")
@@ -316,8 +324,8 @@ def neuron_worker(trn1, opt_ml, tiny_model_dir, monkeypatch):
 
 @pytest.mark.slow
 def test_worker_trains_and_compiles_the_artifact_for_neuron(neuron_worker):
-    from smneuron.artifact import read_manifest
-    from smneuron.neuron import DEFAULT_COMPILER_ARGS
+    from smneuron.artifact.manifest import read_manifest
+    from smneuron.neuron.backend import DEFAULT_COMPILER_ARGS
 
     job, torch_neuronx, initialised = neuron_worker
     assert entry.main() == 0, job.paths.failure.read_text() if job.paths.failure.exists() else ""

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from smneuron.errors import ConfigurationError
-from smneuron.wheelhouse import (
+from smneuron.tools.build.wheelhouse import (
     WheelhouseError,
     check_no_cuda,
     pinned_requirements,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from smneuron.errors import ConfigurationError
-from smneuron.wheelhouse import (
+from smneuron.tools.build.wheelhouse import (
     BaseInventory,
     WheelhouseError,
     _stub_version,

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from smneuron.errors import SmneuronError
-from smneuron.settings import ServingSettings
+from smneuron.serving.settings import ServingSettings
 
 log = logging.getLogger("smneuron.serve")
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def serve(settings: ServingSettings) -> int:
     from smneuron.accelerator import detect_backend
-    from smneuron.artifact import read_manifest
+    from smneuron.artifact.manifest import read_manifest
     from smneuron.errors import ArtifactError
     from smneuron.serving.layout import plan_layout
 
@@ -60,10 +60,10 @@ def serve(settings: ServingSettings) -> int:
     try:
         layout.write(runtime_dir)
         if settings.server == "gunicorn":
-            from smneuron.serving.flask_app import run_gunicorn
+            from smneuron.serving.stacks.gunicorn import run_gunicorn
 
             return run_gunicorn(settings, runtime_dir, layout.workers, layout.http_threads)
-        from smneuron.serving.mms import run_mms
+        from smneuron.serving.stacks.mms import run_mms
 
         return run_mms(settings, runtime_dir, layout)
     finally:

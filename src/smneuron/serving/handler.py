@@ -21,7 +21,7 @@ from typing import Any
 from smneuron.errors import ArtifactError, NotAcceptable, SmneuronError
 from smneuron.serving import codecs
 from smneuron.serving.model import CompiledModel, load_compiled
-from smneuron.settings import ServingSettings
+from smneuron.serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 

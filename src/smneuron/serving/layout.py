@@ -11,10 +11,10 @@ from smneuron.accelerator import (
     detect_neuron,
     worker_core_ranges,
 )
-from smneuron.artifact import Manifest
+from smneuron.artifact.manifest import Manifest
 from smneuron.errors import AcceleratorError
 from smneuron.serving.runtime import Layout
-from smneuron.settings import ServingSettings
+from smneuron.serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 

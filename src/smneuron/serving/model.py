@@ -9,7 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smneuron.artifact import Manifest, check_compatible, check_files, read_manifest
+from smneuron.artifact.manifest import (
+    Manifest,
+    check_compatible,
+    check_files,
+    read_manifest,
+)
 from smneuron.errors import ArtifactError
 from smneuron.serving.batcher import DynamicBatcher
 from smneuron.serving.shapes import choose_bucket, fit_tokens, pad_row

@@ -15,7 +15,7 @@ from typing import Any
 from smneuron.accelerator import worker_env
 from smneuron.errors import NotReady, ServerError, SmneuronError
 from smneuron.serving.handler import Handler, Response, WorkerInfo, error_response
-from smneuron.settings import ServingSettings
+from smneuron.serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class WorkerRuntime:
 
     def _worker_info(self) -> WorkerInfo:
         from smneuron.accelerator import detect_backend
-        from smneuron.compile import get_backend
+        from smneuron.artifact.backends import get_backend
 
         if self.runtime_dir is not None and (self.runtime_dir / LAYOUT_FILE).is_file():
             layout = Layout.read(self.runtime_dir)

@@ -12,8 +12,9 @@ import os
 import sys
 import traceback
 
+from smneuron.env import ENV
 from smneuron.errors import SmneuronError
-from smneuron.settings import ENV, Paths, TrainingEnv
+from smneuron.job import Paths, TrainingEnv
 from smneuron.training import hyperparameters, launch
 from smneuron.training.checkpoints import EXIT_TERMINATED, Terminated, TerminationFlag
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from smneuron.errors import ConfigurationError
-from smneuron.settings import hp, hyperparameter_table, parse_hyperparameters
+from smneuron.typed import hp, hyperparameter_table, parse_hyperparameters
 
 TASKS = ("text-classification",)
 DATA_FORMATS = ("auto", "csv", "jsonl", "parquet")

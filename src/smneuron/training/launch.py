@@ -6,7 +6,7 @@ under torchrun: one ``python -m smneuron.training`` worker per process, marked b
 as SageMaker does) is the rendezvous master.
 
 On Neuron (``accelerator.detect_backend() == "neuron"``) a host always relaunches: one worker
-per visible NeuronCore, with the Neuron environment from ``smneuron.neuron`` (compile cache
+per visible NeuronCore, with the Neuron environment from ``smneuron.neuron.backend`` (compile cache
 under /opt/ml/checkpoints, compiler flags, EFA), optionally after a ``neuron_parallel_compile``
 pass. On CPU nothing Neuron is imported.
 """
@@ -20,7 +20,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from smneuron.settings import ENV, Paths, ResourceConfig, parse_int
+from smneuron.env import ENV
+from smneuron.job import Paths, ResourceConfig
+from smneuron.typed import parse_int
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +114,7 @@ def plan_host(
         if precompile:
             log.info("precompile=true is a Neuron step: the %s backend skips it", backend)
         return plan(resource, master_port=port)
-    from smneuron import neuron
+    from smneuron.neuron import training as neuron
 
     cores = neuron.training_cores(environ)
     env = neuron.training_env_additions(
@@ -163,7 +165,7 @@ def commands(launch: LaunchPlan, python: str = sys.executable) -> list[list[str]
     command = torchrun_command(launch, python=python)
     if not (launch.precompile and launch.backend == "neuron"):
         return [command]
-    from smneuron.neuron import precompile_command
+    from smneuron.neuron.training import precompile_command
 
     return [precompile_command(command), command]
 

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from smneuron.artifact import MANIFEST
-from smneuron.settings import Paths
+from smneuron.artifact.manifest import MANIFEST
+from smneuron.job import Paths
 from smneuron.training.checkpoints import TerminationFlag
 from smneuron.training.hyperparameters import TrainingHyperparameters
 
@@ -53,7 +53,8 @@ def write_artifact(
 ) -> Path:
     """Checkpoint + compiled graphs + manifest, built in a staging dir next to /opt/ml/model."""
     from smneuron.accelerator import detect_backend
-    from smneuron.compile import compile_artifact, get_backend
+    from smneuron.artifact.backends import get_backend
+    from smneuron.artifact.build import compile_artifact
 
     paths.base.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".model-staging-", dir=paths.base))
@@ -65,7 +66,7 @@ def write_artifact(
             backend = get_backend(detect_backend())
             compiler_args = hps.compiler_arg_list
             if backend.name == "neuron":
-                from smneuron.neuron import artifact_compiler_args
+                from smneuron.neuron.backend import artifact_compiler_args
 
                 compiler_args = artifact_compiler_args(hps.compiler_args)
             started = time.monotonic()

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from smneuron.env import ENV
 from smneuron.errors import ConfigurationError
-from smneuron.settings import ENV, TrainingEnv
+from smneuron.job import TrainingEnv
 from smneuron.training.checkpoints import (
     Terminated,
     TerminationFlag,
@@ -237,7 +238,7 @@ def _fit(
     on_neuron = _backend() == "neuron"  # else cpu
     precompile_run = False
     if on_neuron:
-        from smneuron import neuron
+        from smneuron.neuron import training as neuron
 
         # Before TrainingArguments: the Trainer then finds torch-xla and the xla group.
         device = neuron.init_training_process()

@@ -69,7 +69,7 @@ def stage_context(root: Path = ROOT) -> tuple[Path, str]:
 
     Returns the context and the torch version to install.
     """
-    from smneuron.wheelhouse import build_wheelhouse, wheel_versions
+    from smneuron.tools.build.wheelhouse import build_wheelhouse, wheel_versions
 
     wheelhouse = build_wheelhouse("cpu", root)
     torch_version = wheel_versions(wheelhouse)["torch"]
@@ -89,8 +89,8 @@ def stage_context(root: Path = ROOT) -> tuple[Path, str]:
 
 def build_standin(client, root: Path = ROOT) -> str:  # type: ignore[no-untyped-def]
     """Build (or reuse) the stand-in from the local bookworm base; return its cache tag."""
-    from smneuron.images import _build_sdk, base_image
-    from smneuron.wheelhouse import build_wheelhouse, wheel_versions
+    from smneuron.tools.build.images import _build_sdk, base_image
+    from smneuron.tools.build.wheelhouse import build_wheelhouse, wheel_versions
 
     base = base_image(root, "cpu", "training", DEFAULT_REGION)
     torch_version = wheel_versions(build_wheelhouse("cpu", root))["torch"]
@@ -109,7 +109,7 @@ def build_standin(client, root: Path = ROOT) -> str:  # type: ignore[no-untyped-
 
 def dlc_tags(root: Path = ROOT, region: str = DEFAULT_REGION) -> dict[str, str]:
     """{"training": uri, "inference": uri}: the pinned DLC names the stand-in poses as."""
-    from smneuron.neuron import read_pins
+    from smneuron.tools.build.pins import read_pins
 
     pins = read_pins(root / "constraints" / "neuron.txt")
     return {image: pins.dlc_uri(image, region) for image in ("training", "inference")}

@@ -21,7 +21,8 @@ def build_artifact(model_dir: Path, task: str) -> Path:
     import torch
     from transformers import AutoTokenizer
 
-    from smneuron.compile import CpuBackend, compile_artifact
+    from smneuron.artifact.backends import CpuBackend
+    from smneuron.artifact.build import compile_artifact
 
     torch.set_num_threads(1)
     model = tiny_model(task, LABELS, max_positions=128)

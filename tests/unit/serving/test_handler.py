@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import LABELS, RESOURCES, with_handler
 
-from smneuron.compile import CpuBackend
+from smneuron.artifact.backends import CpuBackend
 from smneuron.errors import ArtifactError
+from smneuron.job import Paths
 from smneuron.serving.handler import (
     Handler,
     WorkerInfo,
@@ -18,7 +19,7 @@ from smneuron.serving.handler import (
     takes_context,
 )
 from smneuron.serving.runtime import WorkerRuntime
-from smneuron.settings import Paths, ServingSettings
+from smneuron.serving.settings import ServingSettings
 
 HANDLERS = Path(__file__).resolve().parents[3] / "handlers"
 

@@ -4,12 +4,13 @@ import json
 
 import pytest
 
-from smneuron.artifact import Manifest
+from smneuron.artifact.manifest import Manifest
 from smneuron.errors import AcceleratorError
+from smneuron.job import Paths
 from smneuron.serving.layout import plan_layout
-from smneuron.serving.mms import mms_properties, write_stub_model
 from smneuron.serving.runtime import Layout, Readiness, claim_slot, mark_ready
-from smneuron.settings import Paths, ServingSettings
+from smneuron.serving.settings import ServingSettings
+from smneuron.serving.stacks.mms import mms_properties, write_stub_model
 
 
 def manifest(cores: int = 1, batch: int = 4) -> Manifest:
@@ -76,7 +77,7 @@ def test_mms_sizes_and_workers_follow_settings(tmp_path):
     assert props["inference_address"] == "http://127.0.0.1:20001"
     stub = write_stub_model(tmp_path)
     mar = json.loads((stub / "MAR-INF" / "MANIFEST.json").read_text())
-    assert mar["model"]["handler"] == "smneuron.serving.mms_service:handle"
+    assert mar["model"]["handler"] == "smneuron.serving.stacks.mms_service:handle"
 
 
 def test_serve_fails_fast_when_the_layout_does_not_fit(tmp_path, monkeypatch, capsys):

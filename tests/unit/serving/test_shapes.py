@@ -25,7 +25,7 @@ def test_pad_and_fit():
 
 
 def test_model_encode_uses_buckets_and_keeps_sep(opt_ml):
-    from smneuron.compile import CpuBackend
+    from smneuron.artifact.backends import CpuBackend
     from smneuron.serving.model import load_compiled
 
     model = load_compiled(opt_ml / "model", CpuBackend())
@@ -43,7 +43,7 @@ def test_model_encode_uses_buckets_and_keeps_sep(opt_ml):
 def test_incompatible_artifact_is_refused(opt_ml):
     import json
 
-    from smneuron.compile import CpuBackend
+    from smneuron.artifact.backends import CpuBackend
     from smneuron.errors import ArtifactError
     from smneuron.serving.model import load_compiled
 

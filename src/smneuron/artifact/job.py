@@ -27,15 +27,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from smneuron.artifact import COMPILED_DIR, MANIFEST, TASKS, Manifest
+from smneuron.artifact.manifest import COMPILED_DIR, MANIFEST, TASKS, Manifest
 from smneuron.errors import ArtifactError, ConfigurationError, SmneuronError
-from smneuron.settings import (
-    Paths,
-    TrainingEnv,
-    hp,
-    parse_hyperparameters,
-    parse_int_list,
-)
+from smneuron.job import Paths, TrainingEnv
+from smneuron.typed import hp, parse_hyperparameters, parse_int_list
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +156,9 @@ def compile_checkpoint(
 ) -> Manifest:
     """Compile ``checkpoint`` into an artifact at ``output`` and return its manifest."""
     from smneuron.accelerator import detect_backend
-    from smneuron.compile import compile_artifact, get_backend
-    from smneuron.neuron import DEFAULT_COMPILER_ARGS, parse_compiler_args
+    from smneuron.artifact.backends import get_backend
+    from smneuron.artifact.build import compile_artifact
+    from smneuron.neuron.backend import DEFAULT_COMPILER_ARGS, parse_compiler_args
 
     with tempfile.TemporaryDirectory(prefix="smneuron-checkpoint-") as scratch:
         source = _checkpoint_folder(Path(checkpoint), Path(scratch))

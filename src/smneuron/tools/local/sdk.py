@@ -249,8 +249,8 @@ def transform(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from smneuron.images import image_tag
-    from smneuron.neuron_local import add_neuron_devices_argument
+    from smneuron.tools.build.images import image_tag
+    from smneuron.tools.local.devices import add_neuron_devices_argument
 
     sub = parser.add_subparsers(dest="action", required=True)
     common = argparse.ArgumentParser(add_help=False)
@@ -315,7 +315,8 @@ def run(args: argparse.Namespace) -> int:
     env = _pairs(args.env, "--env")
     if getattr(args, "neuron_devices", None):
         # The SDK cannot pass devices: run the container directly, same /opt/ml layout.
-        from smneuron import localrun, neuron_local
+        from smneuron.tools.local import devices as neuron_local
+        from smneuron.tools.local import docker as localrun
 
         devices = neuron_local.docker_device_args(args.neuron_devices)
         if args.action == "train":

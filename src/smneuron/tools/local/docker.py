@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from smneuron.errors import ConfigurationError, SmneuronError
-from smneuron.images import docker_client as engine_client
-from smneuron.neuron_local import NeuronDevices
+from smneuron.tools.build.images import docker_client as engine_client
+from smneuron.tools.local.devices import NeuronDevices
 
 HOST = "algo-1"
 SERVING_PORT = 8080

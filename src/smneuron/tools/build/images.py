@@ -24,7 +24,7 @@ from pathlib import Path
 
 from smneuron import __version__
 from smneuron.errors import ConfigurationError, SmneuronError
-from smneuron.wheelhouse import (
+from smneuron.tools.build.wheelhouse import (
     IMAGES,
     INVENTORY_SCRIPT,
     BaseInventory,
@@ -112,7 +112,7 @@ def base_image(root: Path, accelerator: str, image: str, region: str) -> str:
         if done.returncode != 0:
             raise BuildError(f"the base image could not be made:\n{done.stderr[-2000:]}")
         return done.stdout.strip().splitlines()[-1]
-    from smneuron.neuron import read_pins
+    from smneuron.tools.build.pins import read_pins
 
     return read_pins(root / "constraints" / "neuron.txt").dlc_uri(image, region)
 

@@ -138,7 +138,7 @@ def push(
     tag: str | None = None,
 ) -> list[Pushed]:
     """Push local images (``name:tag``) to ECR repositories of the same name."""
-    from smneuron.images import docker_client as get_docker
+    from smneuron.tools.build.images import docker_client as get_docker
 
     docker_client = get_docker()
     client = ecr_client(region, endpoint_url)
@@ -187,7 +187,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from smneuron.images import image_tag
+    from smneuron.tools.build.images import image_tag
 
     images = args.images or [
         image_tag(image, args.accelerator, __version__) for image in ("training", "inference")
@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.region and not args.ecr_endpoint_url:
         raise ConfigurationError("no AWS region: pass --region or set AWS_DEFAULT_REGION")
     if args.login_only:
-        from smneuron.images import docker_client
+        from smneuron.tools.build.images import docker_client
 
         client = ecr_client(args.region, args.ecr_endpoint_url)
         engine = docker_client()

@@ -9,7 +9,7 @@ from typing import Any
 from smneuron.errors import PayloadTooLarge, ServerError, SmneuronError
 from smneuron.serving.handler import Response, error_response
 from smneuron.serving.runtime import Readiness, WorkerRuntime, execution_parameters
-from smneuron.settings import ServingSettings
+from smneuron.serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 

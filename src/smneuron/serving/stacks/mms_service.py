@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from smneuron.settings import ENV, ServingSettings
+from smneuron.env import ENV
+from smneuron.serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 

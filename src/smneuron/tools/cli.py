@@ -18,11 +18,14 @@ EXIT_BROKEN_PIPE = 141
 # name -> (module, help). Each module defines ``add_arguments(parser)`` and ``run(args) -> int``.
 COMMANDS: dict[str, tuple[str, str]] = {
     "hyperparameters": ("smneuron.training.hyperparameters", "list the training hyperparameters"),
-    "compile": ("smneuron.compile_job", "compile a fine-tuned checkpoint into a serving artifact"),
-    "build": ("smneuron.images", "build the training and inference images"),
-    "push": ("smneuron.aws.ecr", "push the images to ECR (creating the repositories)"),
-    "invoke": ("smneuron.aws.runtime", "call InvokeEndpoint on a SageMaker endpoint"),
-    "local": ("smneuron.aws.localmode", "train, deploy, invoke, transform in SageMaker local mode"),
+    "compile": ("smneuron.artifact.job", "compile a fine-tuned checkpoint into a serving artifact"),
+    "build": ("smneuron.tools.build.images", "build the training and inference images"),
+    "push": ("smneuron.tools.aws.ecr", "push the images to ECR (creating the repositories)"),
+    "invoke": ("smneuron.tools.aws.invoke", "call InvokeEndpoint on a SageMaker endpoint"),
+    "local": (
+        "smneuron.tools.local.sdk",
+        "train, deploy, invoke, transform in SageMaker local mode",
+    ),
 }
 
 

@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from smneuron.env import ENV
 from smneuron.errors import AcceleratorError, ConfigurationError
-from smneuron.settings import ENV
 
 _DEVICE = re.compile(r"^neuron(\d+)$")
 AUTO = "auto"

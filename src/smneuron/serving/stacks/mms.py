@@ -2,9 +2,9 @@
 
 MMS (multi-model-server, the engine under ``sagemaker-inference``) is started directly with
 our own ``config.properties`` so that every limit comes from ``ServingSettings``: request and
-response sizes, workers per model, response timeout, JVM arguments. Its backend workers run
-``smneuron.serving.mms_service:handle``. MMS listens on loopback ports; the public port is the
-front's (see ``smneuron.serving.front``).
+response sizes, workers per model, response timeout, JVM arguments. Its backend workers
+run ``smneuron.serving.stacks.mms_service:handle``. MMS listens on loopback ports; the public
+port is the front's (see ``smneuron.serving.stacks.front``).
 """
 
 from __future__ import annotations
@@ -24,17 +24,18 @@ import urllib.request
 from pathlib import Path
 
 from smneuron.accelerator import worker_env
+from smneuron.env import ENV
 from smneuron.errors import ConfigurationError
-from smneuron.serving.front import FrontConfig, make_server, serve_in_thread, wait_until
-from smneuron.serving.mms_service import FAILURE_FILE
 from smneuron.serving.runtime import Layout, Readiness, execution_parameters
-from smneuron.settings import ENV, ServingSettings
+from smneuron.serving.settings import ServingSettings
+from smneuron.serving.stacks.front import FrontConfig, make_server, serve_in_thread, wait_until
+from smneuron.serving.stacks.mms_service import FAILURE_FILE
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "model"
 STUB_DIR = "mms-model"
-HANDLER = "smneuron.serving.mms_service:handle"
+HANDLER = "smneuron.serving.stacks.mms_service:handle"
 # Responses are not bounded by the request limit: batch transform answers up to 100 MB.
 MAX_RESPONSE_BYTES = 100 * 1024 * 1024
 # MMS's own request limit sits above ours, so that the front's JSON 413 is the one users see.
@@ -159,7 +160,7 @@ def write_stub_model(runtime_dir: Path) -> Path:
 
 def register_model(settings: ServingSettings, layout: Layout, management_port: int) -> None:
     """Register the model with MMS's batching set to the compiled batch size."""
-    from smneuron.artifact import read_manifest
+    from smneuron.artifact.manifest import read_manifest
     from smneuron.errors import ArtifactError
 
     try:

@@ -1,1 +1,0 @@
-"""AWS-facing tools: ECR push, sagemaker-runtime invoke, SageMaker SDK local mode."""
