@@ -63,8 +63,8 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
 
-    from smneuron.tools.local import sdk as localmode
     from smneuron.tools.build.images import build_images, image_tag
+    from smneuron.tools.local import sdk as localmode
 
     started = time.monotonic()
     if not args.skip_build:
