@@ -63,7 +63,7 @@ class CpuBackend:
     def target(self) -> str:
         return "cpu"
 
-    def trace(self, module, example_inputs, compiler_args=()):  # noqa: D102
+    def trace(self, module, example_inputs, compiler_args=()):
         import torch
 
         if compiler_args:

@@ -139,7 +139,7 @@ def run_job(paths: Paths) -> int:
         text = err.message if err.client_error else f"{err.message}\n\n{traceback.format_exc()}"
         paths.failure.write_text(text, encoding="utf-8")
         return 1 if err.client_error else 2
-    except Exception as err:  # noqa: BLE001 - the job's one boundary: report, then exit
+    except Exception as err:
         log.exception("compile failed")
         paths.failure.write_text(f"{err}\n\n{traceback.format_exc()}", encoding="utf-8")
         return 2

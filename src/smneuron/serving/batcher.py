@@ -124,7 +124,7 @@ class DynamicBatcher:
                     raise RuntimeError(
                         f"batch function returned {len(outputs)} outputs for {len(taken)} items"
                     )
-            except BaseException as err:  # noqa: BLE001 - handed to the waiting callers
+            except BaseException as err:
                 for pending in taken:
                     pending.future.set_exception(err)
                 self._count(len(taken))

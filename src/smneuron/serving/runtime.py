@@ -60,7 +60,7 @@ def claim_slot(runtime_dir: Path, slots: int) -> tuple[int, Any]:
     replace dead workers) takes over the dead one's slot and NeuronCores.
     """
     for index in range(slots):
-        handle = open(runtime_dir / f"slot-{index}.lock", "a+")  # noqa: SIM115 - held for life
+        handle = open(runtime_dir / f"slot-{index}.lock", "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -177,7 +177,7 @@ class WorkerRuntime:
         def run() -> None:
             try:
                 self.load()
-            except Exception:  # noqa: BLE001 - recorded in state and logged by load()
+            except Exception:
                 pass
 
         thread = threading.Thread(target=run, name="smneuron-load", daemon=True)

@@ -6,8 +6,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import LABELS, RESOURCES, with_handler
 
+from servingfixtures import LABELS, RESOURCES, with_handler
 from smneuron.artifact.backends import CpuBackend
 from smneuron.errors import ArtifactError
 from smneuron.job import Paths

@@ -86,7 +86,7 @@ class FrontHandler(BaseHTTPRequestHandler):
 
     # ---- plumbing
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # access logging is done in _send, without /ping
 
     def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
@@ -145,7 +145,7 @@ class FrontHandler(BaseHTTPRequestHandler):
 
     # ---- routes
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+    def do_GET(self) -> None:
         if self.path == "/ping":
             self._ping()
         elif self.path == "/execution-parameters":
@@ -153,7 +153,7 @@ class FrontHandler(BaseHTTPRequestHandler):
         else:
             self._send_error(SmneuronError(f"no route GET {self.path}", status_code=404))
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         if self.path != "/invocations":
             self._send_error(SmneuronError(f"no route POST {self.path}", status_code=404), True)
             return

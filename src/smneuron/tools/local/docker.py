@@ -193,7 +193,7 @@ def _logs(container) -> str:  # type: ignore[no-untyped-def]
 def _remove(container) -> None:  # type: ignore[no-untyped-def]
     try:
         container.remove(force=True)
-    except Exception:  # noqa: BLE001 - removal is best effort; the run's own error matters more
+    except Exception:
         pass
 
 

@@ -1,6 +1,6 @@
 """Neuron training helpers: cores per host, the worker environment, precompile, the trainer.
 
-The torchrun lines that `train` runs on Trainium are in test_training_neuron.py.
+The torchrun lines that `train` runs on Trainium: tests/integration/test_train_on_trainium.py.
 """
 
 from __future__ import annotations

@@ -245,7 +245,7 @@ def test_cpu_path_never_imports_neuron_packages(checkpoint, tmp_path):
             "HF_HUB_OFFLINE": "1",
             "OMP_NUM_THREADS": "1",
             "PYTHONPATH": os.pathsep.join(
-                [str(FAKE / "torch-neuronx"), str(Path(cli.__file__).parents[1])]
+                [str(FAKE / "torch-neuronx"), str(Path(cli.__file__).parents[2])]
             ),
             "SMNEURON_INSTANCE_TYPE": "",
         }

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import LABELS, with_handler
+
+from servingfixtures import LABELS, with_handler
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +46,7 @@ class Server:
                 "OMP_NUM_THREADS": "1",
             }
         )
-        self.log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.log = open(log_path, "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-c", "from smneuron.serving.entry import main; main()"],
             env=env,

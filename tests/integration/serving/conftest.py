@@ -1,0 +1,3 @@
+"""Serving fixtures (servingfixtures): tiny random-weight artifacts, the real MiniLM tokenizer."""
+
+from servingfixtures import *  # noqa: F403
