@@ -42,7 +42,7 @@ class DynamicBatcher:
 
     def __init__(
         self,
-        run_batch: Callable[[Hashable, list[Any]], Sequence[Any]],
+        run_batch: Callable[[Any, list[Any]], Sequence[Any]],
         max_batch: int,
         max_delay_s: float,
         name: str = "batcher",

@@ -49,7 +49,9 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level.upper() if level.upper() in logging.getLevelNamesMapping() else "INFO")
+    # getLevelNamesMapping() is 3.11+; the Neuron DLCs run 3.10.
+    known = isinstance(logging.getLevelName(level.upper()), int)
+    root.setLevel(level.upper() if known else "INFO")
     # Keep third-party chatter down; our own loggers follow the chosen level.
     for noisy in ("urllib3", "filelock", "transformers"):
         logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))

@@ -32,7 +32,7 @@ def text_classification(
     names = list(labels) if len(labels) == len(row) else [f"LABEL_{i}" for i in range(len(row))]
     ranked = sorted(
         ({"label": name, "score": exp / total} for name, exp in zip(names, exps, strict=True)),
-        key=lambda entry: entry["score"],
+        key=lambda entry: float(entry["score"]),  # type: ignore[arg-type]
         reverse=True,
     )
     k = _top_k(parameters, len(ranked))

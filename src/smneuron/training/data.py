@@ -85,7 +85,7 @@ def channel_files(
                 f"extension (known: {', '.join(sorted(EXTENSIONS))}); rename the files or set "
                 "data_format"
             )
-        found = sorted(set(formats.values()))
+        found = sorted({f for f in formats.values() if f is not None})
         if len(found) > 1:
             raise DataError(
                 f"channel {name!r} mixes formats ({', '.join(found)}); use one format per channel"
@@ -99,8 +99,9 @@ def channel_files(
 
 def _short(err: BaseException) -> str:
     """The innermost cause's message, on one line."""
-    while err.__cause__ is not None or err.__context__ is not None:
-        err = err.__cause__ or err.__context__
+    inner: BaseException | None = err
+    while inner is not None:
+        err, inner = inner, inner.__cause__ or inner.__context__
     text = " ".join(str(err).split())
     return f"{type(err).__name__}: {text[:300]}" if text else type(err).__name__
 
@@ -161,7 +162,7 @@ def resolve_labels(dataset: datasets.Dataset, label_column: str, given: Sequence
     """The label names in logit order: ``given``, else the sorted distinct training values."""
     if given:
         return tuple(given)
-    values = sorted({_label_text(v) for v in dataset[label_column] if v is not None})
+    values = sorted({t for v in dataset[label_column] if (t := _label_text(v)) is not None})
     if len(values) < 2:
         raise DataError(
             f"column {label_column!r} has {len(values)} distinct value(s) {values}; "

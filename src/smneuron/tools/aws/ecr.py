@@ -31,7 +31,7 @@ class Pushed:
     digest: str | None
 
 
-def ecr_client(region: str | None, endpoint_url: str | None):  # type: ignore[no-untyped-def]
+def ecr_client(region: str | None, endpoint_url: str | None):
     import boto3
 
     # A fresh session: the default one caches the credentials it found first.
@@ -62,7 +62,7 @@ def _aws_error(err: Exception, action: str) -> PushError:
     return PushError(f"{action}: {err}")
 
 
-def ensure_repository(client, name: str) -> str:  # type: ignore[no-untyped-def]
+def ensure_repository(client, name: str) -> str:
     """The repository URI, creating the repository when it does not exist."""
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -84,9 +84,7 @@ def ensure_repository(client, name: str) -> str:  # type: ignore[no-untyped-def]
     return created["repositoryUri"]
 
 
-def login(  # type: ignore[no-untyped-def]
-    client, docker_client, registry: str | None = None, account: str | None = None
-) -> str:
+def login(client, docker_client, registry: str | None = None, account: str | None = None) -> str:
     """Docker login with an ECR token (for ``account``, default the caller's); return the
     registry host the token is for."""
     from botocore.exceptions import BotoCoreError, ClientError
@@ -105,7 +103,7 @@ def login(  # type: ignore[no-untyped-def]
     return host
 
 
-def push_image(docker_client, local: str, remote: str) -> Pushed:  # type: ignore[no-untyped-def]
+def push_image(docker_client, local: str, remote: str) -> Pushed:
     """Tag ``local`` as ``remote`` and push it, streaming progress."""
     repository, _, tag = remote.rpartition(":")
     docker_client.images.get(local).tag(repository, tag)

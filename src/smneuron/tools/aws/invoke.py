@@ -26,7 +26,7 @@ def invoke(
     custom_attributes: str | None = None,
     region: str | None = None,
     endpoint_url: str | None = None,
-    client=None,  # type: ignore[no-untyped-def]
+    client=None,
 ) -> tuple[bytes, str]:
     """Call InvokeEndpoint; return (body, content type) of the answer."""
     import boto3
@@ -92,7 +92,7 @@ def read_body(spec: str | None) -> bytes:
     return path.read_bytes()
 
 
-def local_client(port: int):  # type: ignore[no-untyped-def]
+def local_client(port: int):
     """The SageMaker SDK's local-mode runtime client, talking to localhost:port."""
     # The SDK logs its config lookup to stdout at INFO; stdout here is the answer.
     logging.getLogger("sagemaker.config").setLevel(logging.WARNING)

@@ -85,7 +85,7 @@ def git_sha(root: Path) -> str | None:
     return done.stdout.strip() or None
 
 
-def docker_client():  # type: ignore[no-untyped-def]
+def docker_client():
     """A Docker SDK client, or a clear error where no engine answers."""
     import docker
 
@@ -117,7 +117,7 @@ def base_image(root: Path, accelerator: str, image: str, region: str) -> str:
     return read_pins(root / "constraints" / "neuron.txt").dlc_uri(image, region)
 
 
-def ensure_local(client, image: str) -> None:  # type: ignore[no-untyped-def]
+def ensure_local(client, image: str) -> None:
     """Pull ``image`` unless it is present; say how to log in where the pull fails."""
     import docker.errors
 
@@ -138,7 +138,7 @@ def ensure_local(client, image: str) -> None:  # type: ignore[no-untyped-def]
         ) from err
 
 
-def inspect_base(client, image: str, python: str = "python3") -> BaseInventory:  # type: ignore[no-untyped-def]
+def inspect_base(client, image: str, python: str = "python3") -> BaseInventory:
     """Python version, glibc and installed distributions of a base image's ``python``."""
     import docker.errors
 

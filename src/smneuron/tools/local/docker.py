@@ -183,14 +183,14 @@ def serving_run_spec(
     )
 
 
-def _logs(container) -> str:  # type: ignore[no-untyped-def]
+def _logs(container) -> str:
     try:
         return container.logs().decode(errors="replace")
     except Exception:  # the container may be gone already; the caller still reports the rest
         return ""
 
 
-def _remove(container) -> None:  # type: ignore[no-untyped-def]
+def _remove(container) -> None:
     try:
         container.remove(force=True)
     except Exception:
@@ -205,7 +205,7 @@ def _tar_model(model: Path, target: Path) -> Path:
     return target
 
 
-def run_training(spec: RunSpec, client=None, stream: TextIO | None = None) -> Path:  # type: ignore[no-untyped-def]
+def run_training(spec: RunSpec, client=None, stream: TextIO | None = None) -> Path:
     """Run ``train`` detached, stream its log, wait; return ``output/model.tar.gz``.
 
     Raises:
@@ -257,9 +257,9 @@ def _ping(port: int, host: str) -> str | None:
 def run_serving(
     spec: RunSpec,
     health_timeout: float = 300,
-    client=None,  # type: ignore[no-untyped-def]
+    client=None,
     stream: TextIO | None = None,
-):  # type: ignore[no-untyped-def]
+):
     """Start ``serve`` detached; return the container once /ping is 200 (the caller stops it).
 
     Raises:
@@ -274,7 +274,7 @@ def run_serving(
     client = client or engine_client()
     container = client.containers.run(spec.image, **spec.run_kwargs())
     deadline = time.monotonic() + health_timeout
-    last = "no answer"
+    last: str | None = "no answer"
     try:
         while time.monotonic() < deadline:
             container.reload()

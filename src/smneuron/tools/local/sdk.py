@@ -58,7 +58,7 @@ def apply_offline_env(workdir: Path) -> None:
     os.environ.update(offline_env(workdir))
 
 
-def session(port: int = 8080, container_root: Path | None = None):  # type: ignore[no-untyped-def]
+def session(port: int = 8080, container_root: Path | None = None):
     from sagemaker.local import LocalSession
 
     local = LocalSession()
@@ -83,7 +83,7 @@ def train(
     hyperparameters: Mapping[str, object] | None = None,
     instance_count: int = 1,
     environment: Mapping[str, str] | None = None,
-    sagemaker_session=None,  # type: ignore[no-untyped-def]
+    sagemaker_session=None,
 ) -> str:
     """Run a local training job; return the model.tar.gz URI (``file://``)."""
     from sagemaker.estimator import Estimator
@@ -95,7 +95,7 @@ def train(
         instance_count=instance_count,
         instance_type="local",
         output_path=file_uri(output),
-        hyperparameters=dict(hyperparameters or {}),
+        hyperparameters={k: str(v) for k, v in (hyperparameters or {}).items()},
         environment=dict(environment or {}),
         sagemaker_session=sagemaker_session or session(),
     )
@@ -131,7 +131,7 @@ def wait_for_ping(port: int, limit_s: float = 300, host: str = "localhost") -> f
     raise LocalModeError(f"the endpoint on port {port} was not healthy in {limit_s:.0f}s ({last})")
 
 
-def _model(image: str, model_data: str, environment: Mapping[str, str] | None, local):  # type: ignore[no-untyped-def]
+def _model(image: str, model_data: str, environment: Mapping[str, str] | None, local):
     """A SageMaker ``Model`` of our serving image, bound to the local session."""
     from sagemaker.model import Model
 
@@ -151,8 +151,8 @@ def deploy(
     port: int = 8080,
     environment: Mapping[str, str] | None = None,
     health_limit_s: float = 300,
-    sagemaker_session=None,  # type: ignore[no-untyped-def]
-):  # type: ignore[no-untyped-def]
+    sagemaker_session=None,
+):
     """Deploy ``model_data`` to a local endpoint; return a JSON predictor once /ping is 200."""
     from sagemaker.deserializers import JSONDeserializer
     from sagemaker.predictor import Predictor
@@ -173,11 +173,11 @@ def deploy(
         delete(predictor)
         raise
     log.info("endpoint %s healthy after %.1fs on port %d", model.endpoint_name, seconds, port)
-    predictor.model_name = model.name
+    predictor.model_name = model.name  # type: ignore[attr-defined]  # read by delete()
     return predictor
 
 
-def delete(predictor) -> None:  # type: ignore[no-untyped-def]
+def delete(predictor) -> None:
     """Stop the endpoint container and forget the endpoint, config and model."""
     model_name = getattr(predictor, "model_name", None)
     predictor.delete_endpoint(delete_endpoint_config=True)
@@ -186,7 +186,7 @@ def delete(predictor) -> None:  # type: ignore[no-untyped-def]
 
 
 def invoke_local(
-    local_session,  # type: ignore[no-untyped-def]
+    local_session,
     endpoint_name: str,
     body: bytes,
     content_type: str = "application/json",
@@ -210,7 +210,7 @@ def transform(
     port: int = 8080,
     environment: Mapping[str, str] | None = None,
     limit_s: float = 600,
-    sagemaker_session=None,  # type: ignore[no-untyped-def]
+    sagemaker_session=None,
 ) -> list[Path]:
     """Batch transform ``data`` line by line; return the output files once they exist."""
     local = sagemaker_session or session(port)
