@@ -31,11 +31,15 @@ REPOSITORY = "smneuron-neuron-standin"
 FAKE_PACKAGES = ("torch-neuronx", "neuronx-cc")
 LABEL = "com.smneuron.stand-in"
 DEFAULT_REGION = "us-east-1"
+# Packages the stand-in must hold at a DLC-compatible version rather than the CPU wheelhouse's:
+# the DLC's datasets (constraints/neuron.txt) requires fsspec<=2025.9.0, so the real DLC ships
+# an fsspec in that range, while the CPU pins carry a newer one that datasets would refuse.
+DLC_COMPATIBLE = {"fsspec": "2025.9.0"}
 
 
 def _inputs_hash(base_id: str, torch_version: str) -> str:
     digest = hashlib.sha256()
-    digest.update(f"{base_id}\n{torch_version}\n".encode())
+    digest.update(f"{base_id}\n{torch_version}\n{sorted(DLC_COMPATIBLE.items())}\n".encode())
     files = [HERE / "standin" / "Dockerfile", HERE / "bin" / "neuron-ls"]
     for package in FAKE_PACKAGES:
         files += sorted(p for p in (HERE / package).rglob("*") if p.is_file() and _source(p))
@@ -64,6 +68,20 @@ def _fake_wheels(dest: Path) -> None:
                 raise RuntimeError(f"building the fake {package} wheel failed:\n{done.stderr}")
 
 
+def _dlc_compatible_wheels(dest: Path) -> None:
+    """Pure-Python wheels of DLC_COMPATIBLE (a build step, like the wheelhouse's downloads)."""
+    for name, version in DLC_COMPATIBLE.items():
+        for old in dest.glob(f"{name}-*.whl"):
+            old.unlink()
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+             "-d", str(dest), f"{name}=={version}"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"downloading {name}=={version} failed:\n{done.stderr}")
+
+
 def stage_context(root: Path = ROOT) -> tuple[Path, str]:
     """build/context/neuron-standin: the CPU wheelhouse (hard links), the fake wheels, neuron-ls.
 
@@ -83,6 +101,7 @@ def stage_context(root: Path = ROOT) -> tuple[Path, str]:
         except OSError:
             shutil.copy2(item, wheels / item.name)
     _fake_wheels(wheels)
+    _dlc_compatible_wheels(wheels)
     shutil.copy2(HERE / "bin" / "neuron-ls", context / "neuron-ls")
     return context, torch_version
 
@@ -98,7 +117,12 @@ def build_standin(client, root: Path = ROOT) -> str:  # type: ignore[no-untyped-
     if client.images.list(name=tag):
         return tag
     context, torch_version = stage_context(root)
-    args = {"BASE_IMAGE": base, "TORCH_VERSION": torch_version, "STANDIN_KEY": tag}
+    args = {
+        "BASE_IMAGE": base,
+        "TORCH_VERSION": torch_version,
+        "FSSPEC_VERSION": DLC_COMPATIBLE["fsspec"],
+        "STANDIN_KEY": tag,
+    }
     _build_sdk(HERE / "standin" / "Dockerfile", context, tag, args)
     for old in client.images.list(name=REPOSITORY):  # earlier inputs: drop their tags
         for other in old.tags:
