@@ -109,3 +109,24 @@ def test_base_without_torch_neuronx_is_not_a_neuron_dlc():
     base = inventory(packages={"torch": "2.8.0"})
     with pytest.raises(WheelhouseError, match="has no torch-neuronx"):
         build_base_wheelhouse(ROOT, base, ("training",))
+
+
+def test_stub_wheel_declares_the_base_packages_extras(tmp_path):
+    """``datasets`` asks for ``fsspec[http]``: the stub must make pip fetch aiohttp if absent."""
+    base = inventory(
+        packages={**INVENTORY["packages"], "fsspec": "2025.9.0"},
+        requires={
+            **INVENTORY["requires"],
+            "fsspec": ['aiohttp!=4.0.0a0,!=4.0.0a1; extra == "http"', "requests; extra == 'http'"],
+        },
+    )
+    assert base.extra_requires == {
+        "fsspec": ['aiohttp!=4.0.0a0,!=4.0.0a1; extra == "http"', "requests; extra == 'http'"]
+    }
+    path = write_stub_wheel(
+        tmp_path, "fsspec", "2025.9.0+smneuronbase", base.extra_requires["fsspec"]
+    )
+    with zipfile.ZipFile(path) as archive:
+        metadata = archive.read("fsspec-2025.9.0+smneuronbase.dist-info/METADATA").decode()
+    assert "Provides-Extra: http\n" in metadata
+    assert 'Requires-Dist: aiohttp!=4.0.0a0,!=4.0.0a1; extra == "http"\n' in metadata

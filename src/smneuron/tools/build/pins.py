@@ -7,6 +7,7 @@ from pathlib import Path
 
 from smneuron.errors import ConfigurationError
 
+
 @dataclass(frozen=True)
 class NeuronPins:
     """constraints/neuron.txt: package pins plus the ``#@ key = value`` facts (DLC tags...)."""
