@@ -310,6 +310,7 @@ def trainer_class() -> type:
             except OSError as err:
                 if self.args.should_save:
                     shutil.rmtree(staging, ignore_errors=True)
+                    _remove_if_empty(staging_root)
                 previous = _latest_name(final_root)
                 raise CheckpointSaveError(
                     f"saving {name} to {final_root} failed: {err}; "
@@ -357,7 +358,12 @@ def _move_into_place(staging: Path, target: Path) -> None:
     staging.rename(target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+    _remove_if_empty(staging.parent)
+
+
+def _remove_if_empty(directory: Path) -> None:
+    """Leave /opt/ml/checkpoints holding checkpoints only."""
     try:
-        staging.parent.rmdir()  # leave /opt/ml/checkpoints holding checkpoints only
+        directory.rmdir()
     except OSError:
         pass
