@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from smneuron.errors import ConfigurationError, SmneuronError
 
@@ -97,6 +98,10 @@ def train(
 
     output.mkdir(parents=True, exist_ok=True)
     source = str(Path(source_dir or ".").resolve()) if entry_point else None
+    # Script mode: the SDK JSON-encodes each value itself (SM_HPS keeps numbers numbers).
+    values: dict[str, Any] = {
+        k: v if entry_point else str(v) for k, v in (hyperparameters or {}).items()
+    }
     estimator = Estimator(
         entry_point=entry_point,
         source_dir=source,
@@ -105,7 +110,7 @@ def train(
         instance_count=instance_count,
         instance_type="local",
         output_path=file_uri(output),
-        hyperparameters={k: str(v) for k, v in (hyperparameters or {}).items()},
+        hyperparameters=values,
         environment=dict(environment or {}),
         sagemaker_session=sagemaker_session or session(),
     )
