@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -212,3 +213,39 @@ def test_the_stop_grace_period_and_the_install_switch_are_read_once():
     assert parsed.stop_grace_s == 3.0 and parsed.install_requirements is False
     with pytest.raises(ConfigurationError):
         job(SDK_HYPERPARAMETERS, {"SMNEURON_INSTALL_REQUIREMENTS": "maybe"})
+
+
+FAKE_NEURON = Path(__file__).resolve().parents[1] / "resources" / "fake_neuron"
+
+
+def test_on_neuron_the_script_runs_under_torchrun_one_process_per_core(opt_ml, monkeypatch):
+    """The Neuron launch path against the fake neuron-ls (not run on Neuron hardware)."""
+    import os
+
+    code = opt_ml.base / "code"
+    code.mkdir()
+    (code / "train.py").write_text("")
+    opt_ml.hyperparameters({"epochs": 1, "sagemaker_program": "train.py"})
+    monkeypatch.setenv("PATH", f"{FAKE_NEURON / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_NEURON_LS_JSON", str(FAKE_NEURON / "neuron_ls" / "trn1.2xlarge.json"))
+    environ = {
+        **os.environ,
+        "SMNEURON_ACCELERATOR": "neuron",
+        "SMNEURON_INSTANCE_TYPE": "trn1.2xlarge",
+        "NEURON_RT_NUM_CORES": "2",
+    }
+    runs = []
+
+    def record(command, env, cwd, grace_s):
+        runs.append((command, env, cwd))
+        return 0, False, []
+
+    monkeypatch.setattr(script, "supervise", record)
+    outcome = script.run(TrainingEnv.from_env(environ), environ)
+    assert outcome.code == 0
+    ((command, env, cwd),) = runs
+    assert "torch.distributed.run" in command and "--nproc_per_node=2" in command
+    assert command[-3:] == ["train.py", "--epochs", "1"] and cwd == code
+    assert env["SM_NUM_NEURONS"] == "2"
+    assert f"--cache_dir={opt_ml.paths.neuron_cache}" in env["NEURON_CC_FLAGS"]
+    assert "NEURON_RT_NUM_CORES" not in env  # torch-xla pins one core per rank
