@@ -11,7 +11,7 @@ import pytest
 
 from smneuron.errors import ConfigurationError
 from smneuron.job import TrainingEnv
-from smneuron.training import launch, script
+from smneuron.training import launch, script, smenv, supervisor
 from smneuron.training.script import ScriptJob
 
 # What the SageMaker Python SDK 2.x writes for Estimator(entry_point="train.py",
@@ -78,7 +78,7 @@ def test_a_program_outside_the_source_folder_is_refused(program):
 
 
 def test_hyperparameters_become_sorted_arguments_in_the_toolkit_format():
-    args = script.to_cmd_args(job().hyperparameters)
+    args = smenv.to_cmd_args(job().hyperparameters)
     assert args == [
         "--epochs", "3",
         "--fp16", "True",
@@ -86,17 +86,17 @@ def test_hyperparameters_become_sorted_arguments_in_the_toolkit_format():
         "--learning-rate", "0.0001",
         "--model_name", "bert-base-uncased",
     ]  # fmt: skip
-    assert script.to_cmd_args({"x": 1, "opts": {"b": 2, "a": "z"}, "none": None}) == [
+    assert smenv.to_cmd_args({"x": 1, "opts": {"b": 2, "a": "z"}, "none": None}) == [
         "--none", "", "--opts", "a=z,b=2", "-x", "1",
     ]  # fmt: skip
 
 
 def sm_env(opt_ml, parsed: ScriptJob, neurons: int = 0) -> dict[str, str]:
     env = TrainingEnv.from_env()
-    training = script.training_env(
+    training = smenv.training_env(
         parsed, env, opt_ml.base / "code", num_neurons=neurons, environ={}
     )
-    return script.sm_environment(training)
+    return smenv.sm_environment(training)
 
 
 def test_sm_environment_has_the_toolkit_names_and_formats(opt_ml):
@@ -131,7 +131,7 @@ def test_sm_environment_has_the_toolkit_names_and_formats(opt_ml):
     assert env["SM_MODULE_NAME"] == "train"
     assert env["SM_MODULE_DIR"] == "/opt/ml/code"
     assert env["SM_CURRENT_INSTANCE_TYPE"] == "local"
-    assert json.loads(env["SM_USER_ARGS"]) == script.to_cmd_args(job().hyperparameters)
+    assert json.loads(env["SM_USER_ARGS"]) == smenv.to_cmd_args(job().hyperparameters)
     assert json.loads(env["SM_FRAMEWORK_PARAMS"]) == {"sagemaker_torch_distributed_enabled": True}
     assert json.loads(env["SM_RESOURCE_CONFIG"])["current_host"] == "algo-2"
     assert json.loads(env["SM_INPUT_DATA_CONFIG"]) == {"train": {}, "test": {}}
@@ -177,9 +177,11 @@ def test_the_exception_line_is_the_workers_not_torchruns():
         "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: ",
         "train.py FAILED",
     ]
-    assert script.exception_line(lines) == "ValueError: no column text"
-    assert script.exception_line(["progress", "fatal: disk on fire", ""]) == "fatal: disk on fire"
-    assert script.exception_line([]) == ""
+    assert supervisor.exception_line(lines) == "ValueError: no column text"
+    assert (
+        supervisor.exception_line(["progress", "fatal: disk on fire", ""]) == "fatal: disk on fire"
+    )
+    assert supervisor.exception_line([]) == ""
 
 
 def test_requirements_are_installed_unless_forbidden(tmp_path, caplog):
@@ -240,7 +242,7 @@ def test_on_neuron_the_script_runs_under_torchrun_one_process_per_core(opt_ml, m
         runs.append((command, env, cwd))
         return 0, False, []
 
-    monkeypatch.setattr(script, "supervise", record)
+    monkeypatch.setattr(supervisor, "supervise", record)
     outcome = script.run(TrainingEnv.from_env(environ), environ)
     assert outcome.code == 0
     ((command, env, cwd),) = runs
