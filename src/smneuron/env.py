@@ -49,6 +49,14 @@ class ENV:
     # Instance type (NeuronCore layout): explicit override, then SageMaker training's name.
     INSTANCE_TYPE = "SMNEURON_INSTANCE_TYPE"
     SM_CURRENT_INSTANCE_TYPE = "SM_CURRENT_INSTANCE_TYPE"
+    # Script mode: the SageMaker training toolkit's names, then ours.
+    SAGEMAKER_PROGRAM = "SAGEMAKER_PROGRAM"  # the user's script (or hp sagemaker_program)
+    SAGEMAKER_SUBMIT_DIRECTORY = "SAGEMAKER_SUBMIT_DIRECTORY"  # its source: s3:// or folder
+    TRAINING_JOB_NAME = "TRAINING_JOB_NAME"  # set by SageMaker in the training container
+    SAGEMAKER_TRAINING_MODULE = "SAGEMAKER_TRAINING_MODULE"  # -> SM_FRAMEWORK_MODULE
+    S3_ENDPOINT_URL = "S3_ENDPOINT_URL"  # another S3 endpoint for the source download
+    INSTALL_REQUIREMENTS = "SMNEURON_INSTALL_REQUIREMENTS"  # false: skip requirements.txt
+    SCRIPT_STOP_GRACE_S = "SMNEURON_SCRIPT_STOP_GRACE_S"  # SIGTERM -> SIGKILL (25 s)
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import traceback
 from smneuron.env import ENV
 from smneuron.errors import SmneuronError
 from smneuron.job import Paths, TrainingEnv
-from smneuron.training import hyperparameters, launch
+from smneuron.training import hyperparameters, launch, script
 from smneuron.training.checkpoints import EXIT_TERMINATED, Terminated, TerminationFlag
 
 log = logging.getLogger("smneuron.training")
@@ -34,6 +34,8 @@ def main() -> int:
     flag.install()
     try:
         env = TrainingEnv.from_env()
+        if not worker and script.requested(env.hyperparameters, os.environ):
+            return _run_script(env, paths)
         hps = hyperparameters.load(env.hyperparameters)
         if not worker:
             layout = launch.plan_host(
@@ -68,6 +70,18 @@ def main() -> int:
         return EXIT_CLIENT_ERROR
     except Exception as err:  # the one boundary: everything else is our fault
         return _internal_error(paths, err)
+
+
+def _run_script(env: TrainingEnv, paths: Paths) -> int:
+    """Script mode: the user's script (sagemaker_program / SAGEMAKER_PROGRAM) instead of ours."""
+    outcome = script.run(env, os.environ)
+    if outcome.code == 0:
+        paths.success.parent.mkdir(parents=True, exist_ok=True)
+        paths.success.write_text("")
+    else:
+        log.error("%s", outcome.reason.partition("\n")[0])
+        write_failure(paths, outcome.reason)
+    return outcome.code
 
 
 def _internal_error(paths: Paths, err: BaseException) -> int:

@@ -143,8 +143,14 @@ def torchrun_command(
     python: str = sys.executable,
     module: str = WORKER_MODULE,
     args: Sequence[str] = (),
+    *,
+    program: Sequence[str] = (),
 ) -> list[str]:
-    """``python -m torch.distributed.run --nnodes ... -m smneuron.training``."""
+    """``python -m torch.distributed.run --nnodes ... -m smneuron.training``.
+
+    ``program`` replaces ``-m module`` (script mode: ``train.py``, or ``--no-python`` and a
+    command).
+    """
     return [
         python,
         "-m",
@@ -154,8 +160,7 @@ def torchrun_command(
         f"--nproc_per_node={launch.nproc_per_node}",
         f"--master_addr={launch.master_addr}",
         f"--master_port={launch.master_port}",
-        "-m",
-        module,
+        *(program or ("-m", module)),
         *args,
     ]
 

@@ -24,6 +24,7 @@ from smneuron.training.checkpoints import (
     TerminationFlag,
     checkpoint_callback,
     latest_checkpoint,
+    trainer_class,
 )
 from smneuron.training.data import Splits, load_splits
 from smneuron.training.hyperparameters import TrainingHyperparameters
@@ -230,8 +231,9 @@ def _fit(
     source: str,
     splits: Splits,
 ) -> TrainResult:
-    from transformers import PrinterCallback, Trainer
+    from transformers import PrinterCallback
 
+    Trainer = trainer_class()  # atomic checkpoints, evaluation abandoned on SIGTERM
     _quiet_transformers()
     paths = env.paths
     labels = splits.label_names

@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from smneuron.errors import ConfigurationError, SmneuronError
 
@@ -84,18 +85,32 @@ def train(
     instance_count: int = 1,
     environment: Mapping[str, str] | None = None,
     sagemaker_session=None,
+    entry_point: str | None = None,
+    source_dir: str | Path | None = None,
 ) -> str:
-    """Run a local training job; return the model.tar.gz URI (``file://``)."""
+    """Run a local training job; return the model.tar.gz URI (``file://``).
+
+    With ``entry_point`` (and ``source_dir``, the folder holding it) the job is in script
+    mode: the SDK mounts the folder at /opt/ml/code and names the script in the
+    ``sagemaker_program`` hyperparameter.
+    """
     from sagemaker.estimator import Estimator
 
     output.mkdir(parents=True, exist_ok=True)
+    source = str(Path(source_dir or ".").resolve()) if entry_point else None
+    # Script mode: the SDK JSON-encodes each value itself (SM_HPS keeps numbers numbers).
+    values: dict[str, Any] = {
+        k: v if entry_point else str(v) for k, v in (hyperparameters or {}).items()
+    }
     estimator = Estimator(
+        entry_point=entry_point,
+        source_dir=source,
         image_uri=image,
         role=DUMMY_ROLE,
         instance_count=instance_count,
         instance_type="local",
         output_path=file_uri(output),
-        hyperparameters={k: str(v) for k, v in (hyperparameters or {}).items()},
+        hyperparameters=values,
         environment=dict(environment or {}),
         sagemaker_session=sagemaker_session or session(),
     )
@@ -265,6 +280,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--channel", action="append", required=True, metavar="NAME=PATH")
     t.add_argument("--hyperparameters", default="{}", help="JSON object")
     t.add_argument("--instance-count", type=int, default=1)
+    t.add_argument("--entry-point", help="script mode: the training script (in --source-dir)")
+    t.add_argument("--source-dir", type=Path, help="script mode: the folder of the script")
     t.add_argument("--output", type=Path, default=Path("build/localmode/output"))
     add_neuron_devices_argument(t)
 
@@ -322,6 +339,8 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "train":
             if args.instance_count != 1:
                 raise ConfigurationError("--neuron-devices runs one host: --instance-count 1")
+            if args.entry_point:
+                raise ConfigurationError("--entry-point runs through the SDK: no --neuron-devices")
             job = args.output.resolve() / time.strftime("smneuron-local-%Y%m%d-%H%M%S")
             spec = localrun.training_run_spec(
                 args.image,
@@ -349,6 +368,8 @@ def run(args: argparse.Namespace) -> int:
             hyperparameters=hyperparameters,
             instance_count=args.instance_count,
             environment=env,
+            entry_point=args.entry_point,
+            source_dir=args.source_dir,
         )
         print(uri)
     elif args.action == "deploy":
