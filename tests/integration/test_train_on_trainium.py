@@ -24,7 +24,7 @@ from smneuron.training import entry, launch
 
 FAKE = Path(__file__).resolve().parents[1] / "resources" / "fake_neuron"
 DEMO_DATA = Path(__file__).resolve().parents[2] / "examples" / "spam" / "data"
-PINNED = {"torch-neuronx": "2.8.0.2.10.13553", "neuronx-cc": "2.21.18209.0"}
+PINNED = {"torch-neuronx": "2.9.0.2.13.26312+8e870898", "neuronx-cc": "2.24.8799.0+6f62ff7c"}
 NEURON_MODULES = (
     "smneuron.neuron.backend",
     "torch_neuronx",

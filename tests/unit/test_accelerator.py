@@ -51,7 +51,7 @@ def fake_dev(tmp_path: Path, devices: int) -> str:
     for index in range(devices):
         (root / f"neuron{index}").touch()
     (root / "null").touch()
-    return str(root / "neuron*")
+    return str(root)
 
 
 def no_dmi(tmp_path: Path) -> Path:
@@ -71,7 +71,7 @@ def test_detect_neuron_reads_neuron_ls(instance, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_NEURON_LS_JSON", str(FAKE / "neuron_ls" / f"{instance}.json"))
     inventory = detect_neuron(
         {SM: f"ml.{instance}"},
-        dev_glob=str(tmp_path / "none" / "neuron*"),
+        dev_root=str(tmp_path / "none"),
         neuron_ls=str(NEURON_LS),
     )
     assert inventory is not None
@@ -85,7 +85,7 @@ def test_detect_neuron_reads_neuron_ls(instance, tmp_path, monkeypatch):
 def test_detect_neuron_falls_back_to_dev_nodes_times_family_cores(instance, tmp_path):
     layout = INSTANCE_LAYOUTS[instance]
     inventory = detect_neuron(
-        {}, dev_glob=fake_dev(tmp_path, layout.devices), neuron_ls="", instance_type=instance
+        {}, dev_root=fake_dev(tmp_path, layout.devices), neuron_ls="", instance_type=instance
     )
     assert inventory.core_count == layout.neuron_cores
     assert f"{layout.devices} x" in inventory.source
@@ -110,7 +110,7 @@ def test_dmi_product_name_picks_the_family_for_dev_fallback(tmp_path):
     product = tmp_path / "product_name"
     product.write_text("trn2.48xlarge\n")
     inventory = detect_neuron(
-        {}, dev_glob=fake_dev(tmp_path, 16), neuron_ls="", product_name_path=product
+        {}, dev_root=fake_dev(tmp_path, 16), neuron_ls="", product_name_path=product
     )
     assert inventory.core_count == 64
     assert inventory.family == "trn2"
@@ -125,7 +125,7 @@ def test_family_names():
 
 def test_no_device_means_cpu(tmp_path):
     environ = {}
-    probe = {"dev_glob": str(tmp_path / "neuron*"), "neuron_ls": "", "product_name_path": "/x"}
+    probe = {"dev_root": str(tmp_path), "neuron_ls": "", "product_name_path": "/x"}
     assert detect_neuron(environ, **probe) is None
     assert detect_backend(environ, **probe) == "cpu"
     assert detect_backend({"SMNEURON_ACCELERATOR": "neuron"}, **probe) == "neuron"
@@ -136,13 +136,13 @@ def test_broken_neuron_ls_falls_back_to_dev_nodes(tmp_path, monkeypatch):
     broken.write_text("not json")
     monkeypatch.setenv("FAKE_NEURON_LS_JSON", str(broken))
     inventory = detect_neuron(
-        {}, dev_glob=fake_dev(tmp_path, 6), neuron_ls=str(NEURON_LS), instance_type="inf2.24xlarge"
+        {}, dev_root=fake_dev(tmp_path, 6), neuron_ls=str(NEURON_LS), instance_type="inf2.24xlarge"
     )
     assert inventory.core_count == 12
 
 
 def test_platform_core_settings_narrow_the_inventory(tmp_path):
-    probe = {"dev_glob": fake_dev(tmp_path, 12), "neuron_ls": "", "instance_type": "inf2.48xlarge"}
+    probe = {"dev_root": fake_dev(tmp_path, 12), "neuron_ls": "", "instance_type": "inf2.48xlarge"}
     narrowed = detect_neuron({"NEURON_RT_VISIBLE_CORES": "4-7"}, **probe)
     assert narrowed.cores == (4, 5, 6, 7)
     assert narrowed.total_cores == 24

@@ -31,7 +31,7 @@ def trn1_cores(monkeypatch, tmp_path):
     monkeypatch.setenv("FAKE_NEURON_LS_JSON", str(FAKE / "neuron_ls" / "trn1.32xlarge.json"))
     inventory = detect_neuron(
         {"SM_CURRENT_INSTANCE_TYPE": "ml.trn1.32xlarge"},
-        dev_glob=str(tmp_path / "neuron*"),
+        dev_root=str(tmp_path),
         neuron_ls=str(FAKE / "bin" / "neuron-ls"),
     )
     return inventory.core_count
@@ -51,7 +51,7 @@ def test_training_cores_one_per_visible_neuroncore(monkeypatch, tmp_path, instan
     monkeypatch.setenv("FAKE_NEURON_LS_JSON", str(FAKE / "neuron_ls" / f"{instance}.json"))
     environ = {"SMNEURON_INSTANCE_TYPE": instance, **environ}
     found = training_cores(
-        environ, dev_glob=str(tmp_path / "neuron*"), neuron_ls=str(FAKE / "bin" / "neuron-ls")
+        environ, dev_root=str(tmp_path), neuron_ls=str(FAKE / "bin" / "neuron-ls")
     )
     assert found == cores
 
@@ -60,7 +60,7 @@ def test_no_cores_no_neuron_training(tmp_path):
     with pytest.raises(AcceleratorError, match="trn1.32xlarge: no NeuronCore is visible") as err:
         training_cores(
             {"SMNEURON_INSTANCE_TYPE": "trn1.32xlarge"},
-            dev_glob=str(tmp_path / "neuron*"),
+            dev_root=str(tmp_path),
             neuron_ls="",
         )
     assert "SMNEURON_ACCELERATOR=cpu" in str(err.value)
