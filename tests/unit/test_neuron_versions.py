@@ -42,7 +42,7 @@ def test_other_torch_neuronx_is_refused_with_both_versions():
 
 def test_other_neuronx_cc_is_refused():
     manifest = neuron_manifest(neuronx_cc="2.20.9961.0")
-    with pytest.raises(ArtifactError, match=r"neuronx_cc 2.20.9961.0 \(artifact\) != 2.21"):
+    with pytest.raises(ArtifactError, match=r"neuronx_cc 2.20.9961.0 \(artifact\) != 2.24"):
         check_compatible(manifest, "neuron", HOST)
 
 

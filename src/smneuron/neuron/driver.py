@@ -63,15 +63,16 @@ def _modinfo_version() -> str | None:
 
 
 def host_driver_version(
-    sys_path: str | Path = SYS_MODULE_VERSION,
-    modinfo: Callable[[], str | None] = _modinfo_version,
+    sys_path: str | Path | None = None,
+    modinfo: Callable[[], str | None] | None = None,
 ) -> str | None:
     """The loaded Neuron driver's version, or None where no Neuron driver is present."""
     try:
-        text = Path(sys_path).read_text(encoding="ascii", errors="replace").strip()
+        path = Path(sys_path or SYS_MODULE_VERSION)
+        text = path.read_text(encoding="ascii", errors="replace").strip()
     except OSError:
         text = ""
-    return text or modinfo()
+    return text or (modinfo or _modinfo_version)()
 
 
 def check_driver(
@@ -111,8 +112,8 @@ def check_driver(
 def check_host_driver(
     runtime: str | None = None,
     *,
-    sys_path: str | Path = SYS_MODULE_VERSION,
-    modinfo: Callable[[], str | None] = _modinfo_version,
+    sys_path: str | Path | None = None,
+    modinfo: Callable[[], str | None] | None = None,
     where: str = "this host",
 ) -> None:
     """``check_driver`` on what this host has; ``runtime`` defaults to the image's libnrt."""
