@@ -296,6 +296,32 @@ def test_static_padding_on_neuron_longest_on_cpu(tiny_model_dir):
     assert tuple(dynamic["input_ids"].shape) == (2, len(features[1]["input_ids"]))
 
 
+def test_evaluation_on_xla_does_not_concatenate_batches(tmp_path):
+    from smneuron.training.hyperparameters import load
+    from smneuron.training.trainer import training_arguments
+
+    hps = load({})
+    common = {"validation": True, "distributed": False}
+    on_xla = training_arguments(hps, tmp_path / "a", on_cpu=False, **common)
+    on_cpu = training_arguments(hps, tmp_path / "b", on_cpu=True, **common)
+    assert on_xla.eval_do_concat_batches is False  # else a new graph at every eval step
+    assert on_cpu.eval_do_concat_batches is True
+
+
+def test_metrics_from_per_batch_outputs_match_the_concatenated_ones():
+    import numpy as np
+
+    from smneuron.training.trainer import compute_metrics
+
+    logits = np.array([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0], [0.0, 2.0], [1.0, 0.0]])
+    labels = np.array([0, 1, 1, 1, 0])
+    whole = compute_metrics((logits, labels))
+    batches = compute_metrics(
+        ([logits[:2], logits[2:4], logits[4:]], [labels[:2], labels[2:4], labels[4:]])
+    )
+    assert batches == whole and whole["accuracy"] == 0.8
+
+
 def test_precompile_steps_reach_the_first_logging_step():
     from smneuron.training.hyperparameters import load
     from smneuron.training.trainer import precompile_steps

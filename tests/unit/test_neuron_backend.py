@@ -227,7 +227,9 @@ def test_host_without_device_and_without_target_is_told_to_name_one(
     assert fake_torch_neuronx.CALLS == []
 
 
-def test_host_with_a_device_compiles_on_it(classifier, fake_torch_neuronx, dpkg_status, monkeypatch):
+def test_host_with_a_device_compiles_on_it(
+    classifier, fake_torch_neuronx, dpkg_status, monkeypatch
+):
     from smneuron.neuron import backend as module
 
     monkeypatch.setattr(module, "list_neuron_devices", lambda: [Path("/dev/neuron0")])
