@@ -134,9 +134,7 @@ def detect_instance_type(
     return product if family_of(product) else None
 
 
-def _resource_config_instance(
-    environ: Mapping[str, str], path: str | Path | None
-) -> str | None:
+def _resource_config_instance(environ: Mapping[str, str], path: str | Path | None) -> str | None:
     """``current_instance_type`` from resourceconfig.json, or None (missing, unreadable)."""
     if path is None:
         from smneuron.job import Paths

@@ -13,8 +13,7 @@ transformers = pytest.importorskip("transformers")
 from smneuron.artifact.backends import get_backend  # noqa: E402
 from smneuron.artifact.build import compile_artifact  # noqa: E402
 from smneuron.artifact.manifest import check_compatible, check_files, read_manifest  # noqa: E402
-from smneuron.errors import ArtifactError  # noqa: E402
-from smneuron.errors import ConfigurationError  # noqa: E402
+from smneuron.errors import ArtifactError, ConfigurationError  # noqa: E402
 from smneuron.neuron.backend import (  # noqa: E402
     DEFAULT_COMPILER_ARGS,
     NeuronBackend,

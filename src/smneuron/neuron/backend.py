@@ -254,7 +254,9 @@ class NeuronBackend:
         torch_neuronx = import_torch_neuronx()
         self._compiler_args = tuple(compiler_args)
         kwargs: dict[str, Any] = {"compiler_args": list(compiler_args)}
-        cpu_backend = self._cpu_backend if self._cpu_backend is not None else not has_neuron_device()
+        cpu_backend = (
+            self._cpu_backend if self._cpu_backend is not None else not has_neuron_device()
+        )
         if cpu_backend:
             if not compiler_target(compiler_args):
                 raise ConfigurationError(
@@ -306,4 +308,3 @@ class NeuronBackend:
 def artifact_compiler_args(text: str | Sequence[str] | None) -> tuple[str, ...]:
     """Compiler flags for the serving graphs: the user's (shell-quoted), else the defaults."""
     return parse_compiler_args(text) or DEFAULT_COMPILER_ARGS
-

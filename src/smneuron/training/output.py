@@ -106,7 +106,9 @@ def _compile_neuron_in_child(staging: Path, hps: TrainingHyperparameters, labels
         compiler_args=args,
         cores_per_model=hps.cores_per_model,
     )
-    log.info("compiled artifact (neuron, %s labels) in %.1fs", len(labels), time.monotonic() - started)
+    log.info(
+        "compiled artifact (neuron, %s labels) in %.1fs", len(labels), time.monotonic() - started
+    )
 
 
 def write_metrics(paths: Paths, metrics: Mapping[str, float], step: int) -> None:
