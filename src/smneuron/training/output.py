@@ -62,10 +62,11 @@ def write_artifact(
         model = model.to("cpu").eval()
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        if hps.compile and detect_backend() == "neuron":
+        name = detect_backend() if hps.compile else None
+        if name == "neuron":  # in a clean child process, with exactly the recorded flags
             _compile_neuron_in_child(staging, hps, labels)
-        elif hps.compile:
-            backend = get_backend(detect_backend())
+        elif name is not None:
+            backend = get_backend(name)
             compiler_args = hps.compiler_arg_list
             started = time.monotonic()
             compile_artifact(
