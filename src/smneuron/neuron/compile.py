@@ -20,29 +20,26 @@ from pathlib import Path
 
 from smneuron.env import ENV
 from smneuron.errors import ArtifactError
+from smneuron.neuron import training
 
 log = logging.getLogger(__name__)
 
-# Variables a Neuron compile must not inherit from a training process. NEURON_CC_FLAGS is read
+# Variables a Neuron compile must not inherit from a training process: NEURON_CC_FLAGS is read
 # by torch-neuronx on top of the explicit compiler_args; the rest belong to the training run.
+TORCHRUN_VARS = ("LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "MASTER_ADDR", "MASTER_PORT")
 TRAINING_ONLY = (
-    "NEURON_CC_FLAGS",
-    "NEURON_EXTRACT_GRAPHS_ONLY",
-    "NEURON_COMPILE_CACHE_URL",
-    "NEURON_RT_STOCHASTIC_ROUNDING_EN",
-    "NEURON_RT_VISIBLE_CORES",
-    "NEURON_RT_NUM_CORES",
-    "XLA_USE_BF16",
-    "XLA_DOWNCAST_BF16",
-    "RANK",
-    "LOCAL_RANK",
-    "WORLD_SIZE",
-    "LOCAL_WORLD_SIZE",
-    "GROUP_RANK",
-    "ROLE_RANK",
-    "MASTER_ADDR",
-    "MASTER_PORT",
+    training.NEURON_CC_FLAGS,
+    training.NEURON_EXTRACT_GRAPHS_ONLY,
+    training.NEURON_COMPILE_CACHE_URL,
+    training.STOCHASTIC_ROUNDING,
+    *training.RETIRED_BF16_VARS,
+    ENV.NEURON_VISIBLE_CORES,
+    ENV.NEURON_NUM_CORES,
+    ENV.RANK,
+    ENV.LOCAL_RANK,
+    ENV.WORLD_SIZE,
     ENV.TRAINING_WORKER,
+    *TORCHRUN_VARS,
 )
 TRAINING_ONLY_PREFIXES = ("TORCHELASTIC_", "XLA_", "PJRT_")
 
