@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -67,8 +68,6 @@ def compile_command(
     python: str = sys.executable,
 ) -> list[str]:
     """The child's command line (``smneuron compile`` options plus ``--cpu-backend``)."""
-    import shlex
-
     return [
         python,
         "-m",
@@ -98,11 +97,23 @@ def compile_in_child(
     output: Path,
     environ: Mapping[str, str],
     *,
+    task: str,
+    batch_size: int,
+    sequence_lengths: Sequence[int],
+    compiler_args: Sequence[str],
+    cores_per_model: int = 1,
     timeout_s: float | None = None,
-    **options: object,
 ) -> None:
     """Run ``compile_command`` in a ``compile_env`` child; its failure is an ArtifactError."""
-    command = compile_command(checkpoint, output, **options)  # type: ignore[arg-type]
+    command = compile_command(
+        checkpoint,
+        output,
+        task=task,
+        batch_size=batch_size,
+        sequence_lengths=sequence_lengths,
+        compiler_args=compiler_args,
+        cores_per_model=cores_per_model,
+    )
     log.info("compiling the serving artifact in a clean child: %s", " ".join(command))
     done = subprocess.run(command, env=compile_env(environ), timeout=timeout_s, check=False)
     if done.returncode != 0:
