@@ -8,10 +8,10 @@ fake ``/dev`` trees, fake ``neuron-ls --json-output`` files and fake DMI product
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -54,7 +54,9 @@ class InstanceLayout:
         return self.devices * self.cores_per_device
 
 
-# Instances this toolkit knows, from the AWS instance specifications.
+# Instances this toolkit knows (every current inf2 / trn1 / trn2 size), from the AWS instance
+# specifications and the Neuron architecture pages (docs/neuron.md, "Instances"). trn2 cores are
+# logical NeuronCores at the default LNC=2 (neuron-ls: nc_count 4, logical_neuroncore_config 2).
 INSTANCE_LAYOUTS: dict[str, InstanceLayout] = {
     layout.instance_type: layout
     for layout in (
@@ -65,7 +67,10 @@ INSTANCE_LAYOUTS: dict[str, InstanceLayout] = {
         InstanceLayout("trn1.2xlarge", "trn1", 1, 2, 32),
         InstanceLayout("trn1.32xlarge", "trn1", 16, 2, 32),
         InstanceLayout("trn1n.32xlarge", "trn1", 16, 2, 32),
+        InstanceLayout("trn2.3xlarge", "trn2", 1, 4, 96),
         InstanceLayout("trn2.48xlarge", "trn2", 16, 4, 96),
+        InstanceLayout("trn2n.48xlarge", "trn2", 16, 4, 96),
+        InstanceLayout("trn2u.48xlarge", "trn2", 16, 4, 96),
     )
 }
 
@@ -73,6 +78,10 @@ INSTANCE_LAYOUTS: dict[str, InstanceLayout] = {
 # cores, exposed as 4 logical cores with the default LNC=2).
 CORES_PER_DEVICE = {"inf1": 4, "inf2": 2, "trn1": 2, "trn1n": 2, "trn2": 4}
 FAMILIES = ("inf2", "trn1", "trn2")
+# Instance name prefixes that compile for another family's name (neuronx-cc --target values).
+_FAMILY_ALIASES = {"trn1n": "trn1", "trn2n": "trn2", "trn2u": "trn2"}
+DEV_ROOT = "/dev"
+_DEVICE = re.compile(r"^neuron(\d+)$")
 
 
 def normalize_instance_type(name: str) -> str:
@@ -90,8 +99,7 @@ def family_of(instance_type: str | None) -> str | None:
     if layout:
         return layout.family
     prefix = name.split(".", 1)[0]
-    if prefix == "trn1n":
-        return "trn1"
+    prefix = _FAMILY_ALIASES.get(prefix, prefix)
     return prefix if prefix in FAMILIES else None
 
 
@@ -100,16 +108,20 @@ def detect_instance_type(
     *,
     explicit: str | None = None,
     product_name_path: str | Path = DMI_PRODUCT_NAME,
+    resource_config: str | Path | None = None,
 ) -> str | None:
     """The instance type this process runs on, or None when nothing says.
 
-    Order: ``explicit`` (a flag), ``SMNEURON_INSTANCE_TYPE``, ``SM_CURRENT_INSTANCE_TYPE``
-    (set by SageMaker training), then the DMI product name that EC2 exposes in ``/sys``.
+    Order: ``explicit`` (a flag), ``SMNEURON_INSTANCE_TYPE``, ``current_instance_type`` in
+    ``resourceconfig.json`` (what SageMaker training writes for the container; default path
+    under ``SAGEMAKER_BASE_DIR``), ``SM_CURRENT_INSTANCE_TYPE`` (set only by the SageMaker
+    training toolkit, which this image bypasses), then the DMI product name EC2 exposes.
     """
     environ = os.environ if environ is None else environ
     for value in (
         explicit,
         environ.get(ENV.INSTANCE_TYPE),
+        _resource_config_instance(environ, resource_config),
         environ.get(ENV.SM_CURRENT_INSTANCE_TYPE),
     ):
         if value and value.strip():
@@ -120,6 +132,20 @@ def detect_instance_type(
         return None
     product = normalize_instance_type(product)
     return product if family_of(product) else None
+
+
+def _resource_config_instance(environ: Mapping[str, str], path: str | Path | None) -> str | None:
+    """``current_instance_type`` from resourceconfig.json, or None (missing, unreadable)."""
+    if path is None:
+        from smneuron.job import Paths
+
+        path = Paths.from_env(environ).resource_config
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = data.get("current_instance_type") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
 
 
 @dataclass(frozen=True)
@@ -179,25 +205,81 @@ def format_core_range(cores: Sequence[int]) -> str:
     return ",".join(str(core) for core in cores)
 
 
-def cores_from_neuron_ls(payload: str | list | dict) -> tuple[int, int]:
-    """(devices, cores) from ``neuron-ls --json-output``.
+def check_contiguous(cores: Sequence[int], what: str) -> None:
+    """The Neuron runtime takes only contiguous core (and device) ranges: refuse others.
 
-    The output is a JSON list with one object per device: ``neuron_device``, ``bdf``,
-    ``connected_to``, ``nc_count``, ``memory_size``, ``neuron_processes`` and, on newer
-    releases, ``neuroncore_ids`` (the logical core ids, which win when present).
+    Neuron Runtime developer guide (``NEURON_RT_VISIBLE_CORES``: the resulting range must be
+    contiguous) and the container troubleshooting page ("Neuron cores are not contiguous").
+    """
+    ordered = sorted(cores)
+    if ordered and ordered != list(range(ordered[0], ordered[-1] + 1)):
+        gaps = sorted(set(range(ordered[0], ordered[-1] + 1)) - set(ordered))
+        raise AcceleratorError(
+            f"{what}: {format_core_range(ordered)} is not contiguous (missing "
+            f"{format_core_range(gaps)}); the Neuron runtime only accepts a contiguous range "
+            f"such as {ordered[0]}-{ordered[0] + len(ordered) - 1}."
+        )
+
+
+def list_neuron_devices(dev_root: str | Path = DEV_ROOT) -> list[Path]:
+    """Neuron device nodes under ``dev_root``, in device order (neuron2 before neuron10).
+
+    The one ``/dev/neuron*`` listing: detection here and ``smneuron local --neuron-devices``
+    both use it.
+    """
+    root = Path(dev_root)
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if _DEVICE.match(p.name)), key=device_index)
+
+
+def device_index(path: str | Path) -> int:
+    """``/dev/neuron3`` -> 3 (-1 for a name that is not a Neuron device)."""
+    match = _DEVICE.match(Path(path).name)
+    return int(match.group(1)) if match else -1
+
+
+@dataclass(frozen=True)
+class NeuronLsView:
+    """What ``neuron-ls --json-output`` says: device ids and the core ids of each."""
+
+    devices: tuple[int, ...]
+    cores: tuple[int, ...]
+
+
+def parse_neuron_ls(payload: str | list | dict) -> NeuronLsView:
+    """Device and NeuronCore ids from ``neuron-ls --json-output``.
+
+    The output is a JSON list with one object per device (Neuron LS user guide):
+    ``neuron_device``, ``bdf``, ``connected_to``, ``nc_count``, ``logical_neuroncore_config``
+    (trn2), ``memory_size``, ``neuroncore_ids`` (the ids ``NEURON_RT_VISIBLE_CORES`` takes),
+    ``neuron_processes``. Where ``neuroncore_ids`` is absent (older tools), the ids follow
+    the device number: device ``d`` with ``n`` cores has ``d*n .. d*n+n-1``. A container given
+    ``/dev/neuron1`` of an inf2 host sees device 1 and cores 2-3.
     """
     data = json.loads(payload) if isinstance(payload, str) else payload
     if isinstance(data, dict):  # a wrapped list, as some releases print
         data = data.get("neuron_devices") or data.get("devices") or []
     if not isinstance(data, list):
         raise ValueError("neuron-ls --json-output: expected a list of devices")
-    devices = 0
-    cores = 0
-    for entry in data:
-        devices += 1
+    devices: list[int] = []
+    cores: list[int] = []
+    for position, entry in enumerate(data):
+        device = int(entry.get("neuron_device", position))
+        devices.append(device)
         ids = entry.get("neuroncore_ids")
-        cores += len(ids) if isinstance(ids, list) and ids else int(entry.get("nc_count", 0))
-    return devices, cores
+        if isinstance(ids, list) and ids:
+            cores.extend(int(core) for core in ids)
+        else:
+            count = int(entry.get("nc_count", 0))
+            cores.extend(range(device * count, device * count + count))
+    return NeuronLsView(tuple(devices), tuple(sorted(set(cores))))
+
+
+def cores_from_neuron_ls(payload: str | list | dict) -> tuple[int, int]:
+    """(devices, cores) counted from ``neuron-ls --json-output`` (see ``parse_neuron_ls``)."""
+    view = parse_neuron_ls(payload)
+    return len(view.devices), len(view.cores)
 
 
 def find_neuron_ls() -> str | None:
@@ -208,21 +290,88 @@ def find_neuron_ls() -> str | None:
     return next((path for path in NEURON_LS_PATHS if os.access(path, os.X_OK)), None)
 
 
-def _run_neuron_ls(tool: str) -> tuple[int, int] | None:
+def _run_neuron_ls(tool: str) -> NeuronLsView | None:
     try:
         out = subprocess.run(
             [tool, "--json-output"], capture_output=True, text=True, timeout=30, check=True
         ).stdout
-        return cores_from_neuron_ls(out)
-    except (OSError, subprocess.SubprocessError, ValueError, TypeError) as err:
+        return parse_neuron_ls(out)
+    except (OSError, subprocess.SubprocessError, ValueError, TypeError, AttributeError) as err:
         log.warning("neuron-ls --json-output failed (%s); counting /dev/neuron* instead", err)
         return None
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """Cores the host offers this process before any narrowing, and where that came from."""
+
+    devices: int
+    cores: tuple[int, ...]
+    source: str
+
+
+def _probe_neuron_ls(tool: str | None) -> _Probe | None:
+    """Step 1: ``neuron-ls --json-output`` (the core ids the runtime will accept)."""
+    view = _run_neuron_ls(tool) if tool else None
+    if view is None or not view.cores:
+        return None
+    return _Probe(len(view.devices), view.cores, "neuron-ls --json-output")
+
+
+def _probe_dev(dev_root: str | Path, family: str | None) -> _Probe | None:
+    """Step 2: ``/dev/neuronN`` nodes x cores per device of the family (ids from N)."""
+    devices = list_neuron_devices(dev_root)
+    if not devices:
+        return None
+    per_device = CORES_PER_DEVICE.get(family or "", 2)
+    cores = tuple(
+        core
+        for path in devices
+        for core in range(device_index(path) * per_device, (device_index(path) + 1) * per_device)
+    )
+    source = (
+        f"{len(devices)} x {Path(dev_root) / 'neuron*'} x {per_device} cores "
+        f"({family or 'assumed inf2'})"
+    )
+    return _Probe(len(devices), cores, source)
+
+
+def _narrow(probe: _Probe, environ: Mapping[str, str], where: str) -> tuple[tuple[int, ...], str]:
+    """Step 3: ``NEURON_RT_VISIBLE_CORES`` / ``NEURON_RT_NUM_CORES`` set by the platform.
+
+    Visible cores must be cores the host offers and contiguous; a count takes the first
+    ``n`` offered cores.
+    """
+    offered = probe.cores
+    shown = format_core_range(offered)
+    visible = environ.get(ENV.NEURON_VISIBLE_CORES, "").strip()
+    wanted = environ.get(ENV.NEURON_NUM_CORES, "").strip()
+    if visible:
+        asked = parse_core_range(visible)
+        missing = [core for core in asked if core not in offered]
+        if missing:
+            raise AcceleratorError(
+                f"{ENV.NEURON_VISIBLE_CORES}={visible} names NeuronCore(s) "
+                f"{format_core_range(missing)} but {where} has {len(offered)} "
+                f"({shown}; from {probe.source}). Unset it or pick cores within {shown}."
+            )
+        check_contiguous(asked, f"{ENV.NEURON_VISIBLE_CORES}={visible}")
+        return asked, f"{probe.source}, narrowed by {ENV.NEURON_VISIBLE_CORES}={visible}"
+    if wanted:
+        count = parse_int(wanted, ENV.NEURON_NUM_CORES)
+        if count < 1 or count > len(offered):
+            raise AcceleratorError(
+                f"{ENV.NEURON_NUM_CORES}={count} but {where} has {len(offered)} "
+                f"NeuronCore(s) ({shown}; from {probe.source}); use 1 to {len(offered)}."
+            )
+        return offered[:count], f"{probe.source}, narrowed by {ENV.NEURON_NUM_CORES}={count}"
+    return offered, probe.source
 
 
 def detect_neuron(
     environ: Mapping[str, str] | None = None,
     *,
-    dev_glob: str = "/dev/neuron*",
+    dev_root: str | Path = DEV_ROOT,
     neuron_ls: str | None = None,
     instance_family: str | None = None,
     instance_type: str | None = None,
@@ -230,64 +379,45 @@ def detect_neuron(
 ) -> NeuronInventory | None:
     """NeuronCores visible to this process, or None where there is no Neuron device.
 
-    Order: ``neuron-ls --json-output`` (``neuron_ls`` names the tool; ``""`` skips it);
-    else ``/dev/neuron*`` x cores per device for the instance family. The instance type
-    comes from ``instance_type`` or ``detect_instance_type``. ``NEURON_RT_VISIBLE_CORES`` /
-    ``NEURON_RT_NUM_CORES`` set by the platform narrow the result; naming cores the host
-    does not have is an error.
+    Steps: the instance type (``detect_instance_type``); the cores the host offers, from
+    ``neuron-ls --json-output`` (``neuron_ls`` names the tool, ``""`` skips it) else from the
+    ``/dev/neuron*`` nodes; then the platform's narrowing (``_narrow``). Core ids are the
+    ones the runtime uses, so a container given ``/dev/neuron1`` has cores 2-3, not 0-1.
     """
     environ = os.environ if environ is None else environ
     instance = detect_instance_type(
         environ, explicit=instance_type, product_name_path=product_name_path
     )
     family = instance_family or family_of(instance)
-    devices = sorted(path for path in glob.glob(dev_glob) if Path(path).name[6:].isdigit())
-    device_count = len(devices)
-    total = 0
-    source = ""
     tool = neuron_ls if neuron_ls is not None else find_neuron_ls()
-    if tool:
-        counted = _run_neuron_ls(tool)
-        if counted and counted[1]:
-            device_count = max(device_count, counted[0])
-            total = counted[1]
-            source = "neuron-ls --json-output"
-    if not total and devices:
-        per_device = CORES_PER_DEVICE.get(family or "", 2)
-        total = len(devices) * per_device
-        source = f"{len(devices)} x {dev_glob} x {per_device} cores ({family or 'assumed inf2'})"
-    if not total:
+    probe = _probe_neuron_ls(tool) or _probe_dev(dev_root, family)
+    if probe is None:
         return None
-    cores = tuple(range(total))
-    visible = environ.get(ENV.NEURON_VISIBLE_CORES, "").strip()
-    wanted = environ.get(ENV.NEURON_NUM_CORES, "").strip()
-    if visible:
-        asked = parse_core_range(visible)
-        missing = [core for core in asked if core >= total]
-        if missing:
-            raise AcceleratorError(
-                f"{ENV.NEURON_VISIBLE_CORES}={visible} names NeuronCore(s) "
-                f"{format_core_range(missing)} but {instance or 'this host'} has {total} "
-                f"(0-{total - 1}; from {source}). Unset it or pick cores below {total}."
-            )
-        cores = asked
-        source += f", narrowed by {ENV.NEURON_VISIBLE_CORES}={visible}"
-    elif wanted:
-        count = parse_int(wanted, ENV.NEURON_NUM_CORES)
-        if count < 1 or count > total:
-            raise AcceleratorError(
-                f"{ENV.NEURON_NUM_CORES}={count} but {instance or 'this host'} has {total} "
-                f"NeuronCore(s) (from {source}); use 1 to {total}."
-            )
-        cores = cores[:count]
-        source += f", narrowed by {ENV.NEURON_NUM_CORES}={count}"
+    devices = max(probe.devices, len(list_neuron_devices(dev_root)))
+    cores, source = _narrow(probe, environ, instance or "this host")
     return NeuronInventory(
-        devices=device_count,
+        devices=devices,
         cores=cores,
         source=source,
         instance_type=instance,
-        total_cores=total,
+        total_cores=len(probe.cores),
     )
+
+
+def check_cores_per_model(value: int, name: str = "cores_per_model") -> None:
+    """Only 1 is meaningful: a ``torch_neuronx.trace`` graph runs on one NeuronCore.
+
+    A traced model is one NEFF loaded onto one core (torch-neuronx inference API: a traced
+    module, or ``torch_neuronx.DataParallel`` copies, each on one core); spanning several
+    cores needs tensor parallelism (NxD Inference), which these encoder artifacts do not use.
+    More throughput comes from more workers, one per core, which ``serve`` starts by itself.
+    """
+    if value != 1:
+        raise ConfigurationError(
+            f"{name}={value}: a traced model runs on one NeuronCore, so only 1 is supported; "
+            "serve runs one worker per visible core for throughput (set "
+            f"{ENV.MODEL_SERVER_WORKERS} to use fewer)."
+        )
 
 
 def detect_backend(environ: Mapping[str, str] | None = None, **probe) -> str:

@@ -5,7 +5,7 @@ a local stand-in (bookworm Python 3.11, CPU torch, the FAKE torch-neuronx and ne
 tags it with the DLC URIs of constraints/neuron.txt for the duration of the build. What this
 proves is the Dockerfile mechanics: FROM the pinned DLC, smneuron installed on top of the
 base's torch-neuronx without a second torch, the Neuron tools on PATH, the entrypoint. It
-proves nothing about the real DLC's Python 3.10 or the Neuron build of torch.
+proves nothing about the real DLC's Python 3.12 or the Neuron build of torch.
 """
 
 from __future__ import annotations

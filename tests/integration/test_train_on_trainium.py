@@ -24,7 +24,7 @@ from smneuron.training import entry, launch
 
 FAKE = Path(__file__).resolve().parents[1] / "resources" / "fake_neuron"
 DEMO_DATA = Path(__file__).resolve().parents[2] / "examples" / "spam" / "data"
-PINNED = {"torch-neuronx": "2.8.0.2.10.13553", "neuronx-cc": "2.21.18209.0"}
+PINNED = {"torch-neuronx": "2.9.0.2.13.26312+8e870898", "neuronx-cc": "2.24.8799.0+6f62ff7c"}
 NEURON_MODULES = (
     "smneuron.neuron.backend",
     "torch_neuronx",
@@ -104,11 +104,21 @@ def test_worker_environment_compile_cache_bf16_and_backend(trn1):
     flags = shlex.split(env["NEURON_CC_FLAGS"])
     assert f"--cache_dir={cache}" in flags
     assert env["NEURON_COMPILE_CACHE_URL"] == cache
-    assert "--auto-cast=none" in flags  # bf16 is the trainer's autocast, not the compiler's
+    # AWS's HF Trainer bf16 recipe: the Trainer's bf16, stochastic rounding, no compiler override
+    assert "--auto-cast=none" not in flags and "--model-type=transformer" in flags
+    assert env["NEURON_RT_STOCHASTIC_ROUNDING_EN"] == "1"
     assert env[ENV.ACCELERATOR] == "neuron"
     assert env[ENV.TRAINING_WORKER] == "1"
     fp32 = launch.worker_environ(environ(), launch.plan_host(hosts(), trn1, environ()))
-    assert "--auto-cast=none" not in shlex.split(fp32["NEURON_CC_FLAGS"])
+    assert "NEURON_RT_STOCHASTIC_ROUNDING_EN" not in fp32
+
+
+def test_retired_xla_bf16_variables_never_reach_the_workers(trn1, monkeypatch):
+    monkeypatch.setenv("XLA_USE_BF16", "1")
+    monkeypatch.setenv("XLA_DOWNCAST_BF16", "1")
+    plan = launch.plan_host(hosts(), trn1, environ(), bf16=True)
+    env = launch.worker_environ(environ(), plan)
+    assert "XLA_USE_BF16" not in env and "XLA_DOWNCAST_BF16" not in env
 
 
 def test_platform_core_count_narrows_the_workers_and_stays_with_the_launcher(trn1, monkeypatch):
@@ -176,8 +186,32 @@ def test_main_precompiles_then_trains(launcher):
     for env in (first_env, second_env):
         assert env[ENV.TRAINING_WORKER] == "1"
         assert env["NEURON_COMPILE_CACHE_URL"] == str(launcher.paths.neuron_cache)
-        assert "--auto-cast=none" in shlex.split(env["NEURON_CC_FLAGS"])
+        assert "--retry_failed_compilation" in shlex.split(env["NEURON_CC_FLAGS"])
     assert not launcher.paths.failure.exists()  # the workers write success, not the launcher
+
+
+def test_an_old_host_driver_fails_the_job_before_any_worker(launcher, monkeypatch, tmp_path):
+    from smneuron.neuron import driver
+
+    version = tmp_path / "sys-module-neuron-version"
+    version.write_text("2.19.64.0\n")
+    monkeypatch.setattr(driver, "SYS_MODULE_VERSION", str(version))
+    launcher.hyperparameters({})
+    assert entry.main() == 1  # the user's to fix: a one-line failure
+    assert Recorder.calls == []
+    failure = launcher.paths.failure.read_text()
+    assert "Neuron driver 2.19.64.0 is older than 2.27.4.0" in failure
+    assert "inference_ami_version" in failure
+
+
+def test_a_current_host_driver_lets_the_job_start(launcher, monkeypatch, tmp_path):
+    from smneuron.neuron import driver
+
+    version = tmp_path / "sys-module-neuron-version"
+    version.write_text("2.27.4.0\n")
+    monkeypatch.setattr(driver, "SYS_MODULE_VERSION", str(version))
+    launcher.hyperparameters({})
+    assert entry.main() == 0 and len(Recorder.calls) == 1
 
 
 def test_main_without_precompile_trains_once(launcher):
@@ -262,6 +296,32 @@ def test_static_padding_on_neuron_longest_on_cpu(tiny_model_dir):
     assert tuple(dynamic["input_ids"].shape) == (2, len(features[1]["input_ids"]))
 
 
+def test_evaluation_on_xla_does_not_concatenate_batches(tmp_path):
+    from smneuron.training.hyperparameters import load
+    from smneuron.training.trainer import training_arguments
+
+    hps = load({})
+    common = {"validation": True, "distributed": False}
+    on_xla = training_arguments(hps, tmp_path / "a", on_cpu=False, **common)
+    on_cpu = training_arguments(hps, tmp_path / "b", on_cpu=True, **common)
+    assert on_xla.eval_do_concat_batches is False  # else a new graph at every eval step
+    assert on_cpu.eval_do_concat_batches is True
+
+
+def test_metrics_from_per_batch_outputs_match_the_concatenated_ones():
+    import numpy as np
+
+    from smneuron.training.trainer import compute_metrics
+
+    logits = np.array([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0], [0.0, 2.0], [1.0, 0.0]])
+    labels = np.array([0, 1, 1, 1, 0])
+    whole = compute_metrics((logits, labels))
+    batches = compute_metrics(
+        ([logits[:2], logits[2:4], logits[4:]], [labels[:2], labels[2:4], labels[4:]])
+    )
+    assert batches == whole and whole["accuracy"] == 0.8
+
+
 def test_precompile_steps_reach_the_first_logging_step():
     from smneuron.training.hyperparameters import load
     from smneuron.training.trainer import precompile_steps
@@ -291,6 +351,16 @@ def neuron_worker(trn1, opt_ml, tiny_model_dir, monkeypatch):
     monkeypatch.syspath_prepend(str(FAKE / "torch-neuronx"))
     monkeypatch.delitem(sys.modules, "torch_neuronx", raising=False)
     monkeypatch.setattr(backend, "package_version", lambda d: PINNED.get(d) or package_version(d))
+    # The artifact compiles in a child process: the fake torch_neuronx on its path, its calls
+    # in a file, and the training worker's own Neuron settings in the parent environment.
+    calls = opt_ml.paths.base.parent / "torch-neuronx-calls.jsonl"
+    monkeypatch.setenv("FAKE_TORCH_NEURONX_LOG", str(calls))
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(FAKE / "torch-neuronx"), *inherited]))
+    monkeypatch.setenv("NEURON_CC_FLAGS", "--model-type=transformer --cache_dir=/tmp/x")
+    monkeypatch.setenv("NEURON_RT_VISIBLE_CORES", "0")
+    monkeypatch.setenv("XLA_USE_BF16", "1")
+    monkeypatch.setenv(ENV.RANK, "0")
     initialised = []
     monkeypatch.setattr(neuron, "init_training_process", lambda: initialised.append(1) or "xla:0")
     monkeypatch.setenv(ENV.TRAINING_WORKER, "1")
@@ -333,18 +403,33 @@ def test_worker_trains_and_compiles_the_artifact_for_neuron(neuron_worker):
     assert job.paths.success.exists()
     manifest = read_manifest(job.paths.model)
     assert (manifest.backend, manifest.target) == ("neuron", "trn1")
-    assert manifest.compiler_args == DEFAULT_COMPILER_ARGS
-    traces = [call for call in torch_neuronx.CALLS if call["call"] == "trace"]
+    assert manifest.compiler_args == (*DEFAULT_COMPILER_ARGS, "--target", "trn1")
+    assert torch_neuronx.CALLS == []  # not traced in the training worker...
+    log = Path(os.environ["FAKE_TORCH_NEURONX_LOG"]).read_text().splitlines()
+    traces = [call for call in map(json.loads, log) if call["call"] == "trace"]
     assert [call["shapes"] for call in traces] == [[[2, 16], [2, 16]]]
-    assert traces[0]["compiler_args"] == list(DEFAULT_COMPILER_ARGS)
+    # ...but in a clean child: exactly the recorded flags, none of the worker's Neuron settings
+    assert traces[0]["compiler_args"] == list(manifest.compiler_args)
+    assert traces[0]["env"] == {}
+    assert traces[0]["cpu_backend"] is True  # the training ranks hold every NeuronCore
     assert (job.paths.checkpoints / "checkpoint-2").is_dir()
 
 
 @pytest.mark.slow
 def test_precompile_pass_saves_nothing(neuron_worker, monkeypatch):
+    import transformers
+
+    from smneuron.training import trainer
+
     job, torch_neuronx, initialised = neuron_worker
     monkeypatch.setenv("NEURON_EXTRACT_GRAPHS_ONLY", "1")
-    assert entry.main() == 0
+
+    def boom(*args, **kwargs):  # the trial's zero outputs crash accelerate's padding on Neuron
+        raise AssertionError("the precompile pass must not evaluate or compute metrics")
+
+    monkeypatch.setattr(trainer, "compute_metrics", boom)
+    monkeypatch.setattr(transformers.Trainer, "evaluate", boom)
+    assert entry.main() == 0, job.paths.failure.read_text() if job.paths.failure.exists() else ""
     assert initialised == [1]
     assert not job.paths.success.exists() and not job.paths.failure.exists()
     assert job.model_files() == []

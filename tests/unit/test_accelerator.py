@@ -47,11 +47,11 @@ EXPECTED_CORES = {
 
 def fake_dev(tmp_path: Path, devices: int) -> str:
     root = tmp_path / "dev"
-    root.mkdir()
+    root.mkdir(parents=True)
     for index in range(devices):
         (root / f"neuron{index}").touch()
     (root / "null").touch()
-    return str(root / "neuron*")
+    return str(root)
 
 
 def no_dmi(tmp_path: Path) -> Path:
@@ -71,7 +71,7 @@ def test_detect_neuron_reads_neuron_ls(instance, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_NEURON_LS_JSON", str(FAKE / "neuron_ls" / f"{instance}.json"))
     inventory = detect_neuron(
         {SM: f"ml.{instance}"},
-        dev_glob=str(tmp_path / "none" / "neuron*"),
+        dev_root=str(tmp_path / "none"),
         neuron_ls=str(NEURON_LS),
     )
     assert inventory is not None
@@ -85,7 +85,7 @@ def test_detect_neuron_reads_neuron_ls(instance, tmp_path, monkeypatch):
 def test_detect_neuron_falls_back_to_dev_nodes_times_family_cores(instance, tmp_path):
     layout = INSTANCE_LAYOUTS[instance]
     inventory = detect_neuron(
-        {}, dev_glob=fake_dev(tmp_path, layout.devices), neuron_ls="", instance_type=instance
+        {}, dev_root=fake_dev(tmp_path, layout.devices), neuron_ls="", instance_type=instance
     )
     assert inventory.core_count == layout.neuron_cores
     assert f"{layout.devices} x" in inventory.source
@@ -110,7 +110,7 @@ def test_dmi_product_name_picks_the_family_for_dev_fallback(tmp_path):
     product = tmp_path / "product_name"
     product.write_text("trn2.48xlarge\n")
     inventory = detect_neuron(
-        {}, dev_glob=fake_dev(tmp_path, 16), neuron_ls="", product_name_path=product
+        {}, dev_root=fake_dev(tmp_path, 16), neuron_ls="", product_name_path=product
     )
     assert inventory.core_count == 64
     assert inventory.family == "trn2"
@@ -125,7 +125,7 @@ def test_family_names():
 
 def test_no_device_means_cpu(tmp_path):
     environ = {}
-    probe = {"dev_glob": str(tmp_path / "neuron*"), "neuron_ls": "", "product_name_path": "/x"}
+    probe = {"dev_root": str(tmp_path), "neuron_ls": "", "product_name_path": "/x"}
     assert detect_neuron(environ, **probe) is None
     assert detect_backend(environ, **probe) == "cpu"
     assert detect_backend({"SMNEURON_ACCELERATOR": "neuron"}, **probe) == "neuron"
@@ -136,13 +136,13 @@ def test_broken_neuron_ls_falls_back_to_dev_nodes(tmp_path, monkeypatch):
     broken.write_text("not json")
     monkeypatch.setenv("FAKE_NEURON_LS_JSON", str(broken))
     inventory = detect_neuron(
-        {}, dev_glob=fake_dev(tmp_path, 6), neuron_ls=str(NEURON_LS), instance_type="inf2.24xlarge"
+        {}, dev_root=fake_dev(tmp_path, 6), neuron_ls=str(NEURON_LS), instance_type="inf2.24xlarge"
     )
     assert inventory.core_count == 12
 
 
 def test_platform_core_settings_narrow_the_inventory(tmp_path):
-    probe = {"dev_glob": fake_dev(tmp_path, 12), "neuron_ls": "", "instance_type": "inf2.48xlarge"}
+    probe = {"dev_root": fake_dev(tmp_path, 12), "neuron_ls": "", "instance_type": "inf2.48xlarge"}
     narrowed = detect_neuron({"NEURON_RT_VISIBLE_CORES": "4-7"}, **probe)
     assert narrowed.cores == (4, 5, 6, 7)
     assert narrowed.total_cores == 24
@@ -239,12 +239,137 @@ def test_docs_instance_table_matches_the_layouts():
     rows = {}
     for line in doc.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if cells and cells[0] in INSTANCE_LAYOUTS and len(cells) >= 6:
-            rows[cells[0]] = cells
-    assert set(rows) == set(LISTED)
+        for name in cells[0].split(", ") if len(cells) >= 6 else ():
+            if name in INSTANCE_LAYOUTS:
+                rows[name] = cells
+    assert set(rows) == set(INSTANCE_LAYOUTS)  # every size the code knows is documented
     for name, cells in rows.items():
         layout = INSTANCE_LAYOUTS[name]
         assert int(cells[1]) == layout.devices
         assert int(cells[2].split()[0]) == layout.neuron_cores
         assert int(cells[4]) == len(worker_core_ranges(range(layout.neuron_cores), 1))
-        assert int(cells[5]) == len(worker_core_ranges(range(layout.neuron_cores), 2))
+        training = "—" if layout.family == "inf2" else str(layout.neuron_cores)
+        assert cells[5] == training
+
+
+# --------------------------------------------------------------------------------------------
+# A container given a subset of the devices: the core ids are the runtime's, not 0..n-1
+
+
+def subset_dev(tmp_path: Path, *indices: int) -> Path:
+    root = tmp_path / "container-dev"
+    root.mkdir(parents=True)
+    for index in indices:
+        (root / f"neuron{index}").touch()
+    return root
+
+
+def test_container_given_neuron1_has_cores_2_and_3_from_neuron_ls(tmp_path, monkeypatch):
+    monkeypatch.setenv(
+        "FAKE_NEURON_LS_JSON", str(FAKE / "neuron_ls" / "inf2.24xlarge-device1.json")
+    )
+    probe = {"dev_root": subset_dev(tmp_path, 1), "neuron_ls": str(NEURON_LS)}
+    inventory = detect_neuron({"SMNEURON_INSTANCE_TYPE": "inf2.24xlarge"}, **probe)
+    assert inventory.cores == (2, 3) and inventory.devices == 1
+    # serve pins one worker per core it has, with the ids the runtime accepts
+    assert worker_core_ranges(inventory.cores, 1) == [(2,), (3,)]
+    assert worker_env({}, (2, 3))["NEURON_RT_VISIBLE_CORES"] == "2-3"
+    # and a platform-set range inside that set is accepted, one outside refused
+    narrowed = detect_neuron({"NEURON_RT_VISIBLE_CORES": "2-3"}, **probe)
+    assert narrowed.cores == (2, 3)
+    with pytest.raises(AcceleratorError, match="names NeuronCore\\(s\\) 0-1 but this host has 2"):
+        detect_neuron({"NEURON_RT_VISIBLE_CORES": "0-1"}, **probe)
+
+
+def test_older_neuron_ls_without_core_ids_numbers_cores_by_device(tmp_path, monkeypatch):
+    old = FAKE / "neuron_ls" / "inf2.24xlarge-devices2-3-old-format.json"
+    monkeypatch.setenv("FAKE_NEURON_LS_JSON", str(old))
+    inventory = detect_neuron({}, dev_root=subset_dev(tmp_path, 2, 3), neuron_ls=str(NEURON_LS))
+    assert inventory.cores == (4, 5, 6, 7)
+
+
+def test_dev_fallback_numbers_cores_from_the_device_nodes_given(tmp_path):
+    inventory = detect_neuron(
+        {}, dev_root=subset_dev(tmp_path, 1), neuron_ls="", instance_type="inf2.24xlarge"
+    )
+    assert inventory.cores == (2, 3)
+    trn2 = detect_neuron(
+        {}, dev_root=subset_dev(tmp_path / "t", 3), neuron_ls="", instance_type="trn2.48xlarge"
+    )
+    assert trn2.cores == (12, 13, 14, 15)
+
+
+def test_non_contiguous_visible_cores_are_refused(tmp_path):
+    probe = {"dev_root": fake_dev(tmp_path, 2), "neuron_ls": "", "instance_type": "inf2.xlarge"}
+    with pytest.raises(AcceleratorError, match="0,2 is not contiguous \\(missing 1\\)") as err:
+        detect_neuron(
+            {"NEURON_RT_VISIBLE_CORES": "0,2"}, **{**probe, "dev_root": fake_dev(tmp_path / "b", 4)}
+        )
+    assert "contiguous range" in str(err.value)
+    assert detect_neuron({"NEURON_RT_VISIBLE_CORES": "1,0"}, **probe).cores == (0, 1)
+
+
+def test_trn2_neuron_ls_counts_logical_cores(monkeypatch, tmp_path):
+    monkeypatch.setenv("FAKE_NEURON_LS_JSON", str(FAKE / "neuron_ls" / "trn2.48xlarge.json"))
+    data = json.loads((FAKE / "neuron_ls" / "trn2.48xlarge.json").read_text())
+    assert {entry["nc_count"] for entry in data} == {4}  # as the Neuron LS guide prints it
+    assert {entry["logical_neuroncore_config"] for entry in data} == {2}
+    inventory = detect_neuron({}, dev_root=tmp_path, neuron_ls=str(NEURON_LS))
+    assert inventory.cores == tuple(range(64))
+
+
+# --------------------------------------------------------------------------------------------
+# Instance type from resourceconfig.json, every current size
+
+
+def test_instance_type_from_resourceconfig_json(tmp_path):
+    config = tmp_path / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "resourceconfig.json").write_text(
+        json.dumps({"current_host": "algo-1", "current_instance_type": "ml.trn1.32xlarge"})
+    )
+    environ = {"SAGEMAKER_BASE_DIR": str(tmp_path)}
+    assert detect_instance_type(environ, product_name_path=no_dmi(tmp_path)) == "trn1.32xlarge"
+    # it wins over the training toolkit's variable, which this image never has
+    environ[SM] = "ml.inf2.xlarge"
+    assert detect_instance_type(environ, product_name_path=no_dmi(tmp_path)) == "trn1.32xlarge"
+    # an explicit SMNEURON_INSTANCE_TYPE still wins
+    environ["SMNEURON_INSTANCE_TYPE"] = "trn2.48xlarge"
+    assert detect_instance_type(environ, product_name_path=no_dmi(tmp_path)) == "trn2.48xlarge"
+    (config / "resourceconfig.json").write_text("{not json")
+    assert (
+        detect_instance_type(
+            {"SAGEMAKER_BASE_DIR": str(tmp_path)}, product_name_path=no_dmi(tmp_path)
+        )
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("instance", "family", "devices", "cores"),
+    [
+        ("inf2.xlarge", "inf2", 1, 2),
+        ("inf2.8xlarge", "inf2", 1, 2),
+        ("inf2.24xlarge", "inf2", 6, 12),
+        ("inf2.48xlarge", "inf2", 12, 24),
+        ("trn1.2xlarge", "trn1", 1, 2),
+        ("trn1.32xlarge", "trn1", 16, 32),
+        ("trn1n.32xlarge", "trn1", 16, 32),
+        ("trn2.3xlarge", "trn2", 1, 4),
+        ("trn2.48xlarge", "trn2", 16, 64),
+        ("trn2n.48xlarge", "trn2", 16, 64),
+        ("trn2u.48xlarge", "trn2", 16, 64),
+    ],
+)
+def test_every_current_size(instance, family, devices, cores):
+    layout = INSTANCE_LAYOUTS[instance]
+    assert (layout.family, layout.devices, layout.neuron_cores) == (family, devices, cores)
+    assert family_of(f"ml.{instance}") == family
+
+
+def test_cores_per_model_above_one_is_refused_with_the_reason():
+    from smneuron.accelerator import check_cores_per_model
+
+    check_cores_per_model(1)
+    with pytest.raises(ConfigurationError, match="a traced model runs on one NeuronCore"):
+        check_cores_per_model(2)

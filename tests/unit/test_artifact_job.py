@@ -23,7 +23,7 @@ from smneuron.versions import package_version  # noqa: E402
 from tinymodels import save_tiny_model  # noqa: E402
 
 FAKE = Path(__file__).resolve().parents[1] / "resources" / "fake_neuron"
-PINNED = {"torch-neuronx": "2.8.0.2.10.13553", "neuronx-cc": "2.21.18209.0"}
+PINNED = {"torch-neuronx": "2.9.0.2.13.26312+8e870898", "neuronx-cc": "2.24.8799.0+6f62ff7c"}
 
 
 @pytest.fixture(autouse=True)
@@ -128,8 +128,8 @@ def test_neuron_compile_traces_each_bucket_with_the_compiler_args(
     assert all(call["compiler_args"] == expected_args for call in traces)
     manifest = read_manifest(out)
     assert manifest.backend == "neuron" and manifest.target == "inf2"
-    assert manifest.versions["torch_neuronx"] == "2.8.0.2.10.13553"
-    assert manifest.versions["neuronx_cc"] == "2.21.18209.0"
+    assert manifest.versions["torch_neuronx"] == "2.9.0.2.13.26312+8e870898"
+    assert manifest.versions["neuronx_cc"] == "2.24.8799.0+6f62ff7c"
     assert list(manifest.compiler_args) == expected_args
 
 
@@ -137,9 +137,51 @@ def test_neuron_compile_defaults_to_bf16_matmult_autocast(checkpoint, tmp_path, 
     settings = compile_job.CompileHyperparameters(backend="neuron", sequence_lengths=(16,))
     manifest = compile_job.compile_checkpoint(checkpoint, tmp_path / "out", settings)
     trace = next(call for call in fake_torch_neuronx.CALLS if call["call"] == "trace")
-    assert trace["compiler_args"] == ["--auto-cast", "matmult", "--auto-cast-type", "bf16"]
+    # No Neuron device here: the CPU backend, for the default target inf2, recorded as such.
+    expected = ["--auto-cast", "matmult", "--auto-cast-type", "bf16", "--target", "inf2"]
+    assert trace["compiler_args"] == expected and trace["cpu_backend"] is True
     assert trace["shapes"] == [[1, 16], [1, 16]]
-    assert manifest.compiler_args == ("--auto-cast", "matmult", "--auto-cast-type", "bf16")
+    assert list(manifest.compiler_args) == expected and manifest.target == "inf2"
+
+
+@pytest.mark.parametrize("target", ["inf2", "trn1", "trn2"])
+def test_neuron_compile_for_a_target_on_a_host_without_devices(
+    checkpoint, tmp_path, fake_torch_neuronx, target
+):
+    out = tmp_path / f"for-{target}"
+    code = cli.main(
+        [
+            "compile",
+            "--checkpoint",
+            str(checkpoint),
+            "--output",
+            str(out),
+            "--backend",
+            "neuron",
+            "--target",
+            target,
+            "--sequence-lengths",
+            "16",
+        ]
+    )
+    assert code == 0
+    (trace,) = [call for call in fake_torch_neuronx.CALLS if call["call"] == "trace"]
+    assert trace["cpu_backend"] is True and trace["compiler_args"][-2:] == ["--target", target]
+    manifest = read_manifest(out)
+    assert manifest.target == target
+    assert list(manifest.compiler_args) == trace["compiler_args"]
+
+
+def test_more_than_one_core_per_model_is_refused_with_the_reason(checkpoint, tmp_path):
+    from smneuron.errors import ConfigurationError
+    from smneuron.training.hyperparameters import load
+
+    settings = compile_job.CompileHyperparameters(backend="cpu", cores_per_model=2)
+    with pytest.raises(ConfigurationError, match="a traced model runs on one NeuronCore"):
+        compile_job.compile_checkpoint(checkpoint, tmp_path / "out", settings)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ConfigurationError, match="cores_per_model=2: a traced model runs on one"):
+        load({"cores_per_model": "2"})
 
 
 def write_job(base: Path, hyperparameters: dict, checkpoint: Path | None) -> None:

@@ -88,3 +88,20 @@ def test_listing_and_flag(dev, tmp_path):
     add_neuron_devices_argument(parser)
     assert parser.parse_args(["--neuron-devices", "auto"]).neuron_devices == "auto"
     assert parser.parse_args([]).neuron_devices is None
+
+
+def test_one_dev_listing_for_detection_and_local_runs():
+    from smneuron import accelerator
+    from smneuron.tools.local import devices
+
+    assert devices.list_neuron_devices is accelerator.list_neuron_devices
+
+
+@pytest.mark.parametrize("spec", ["0,2", "/dev/neuron1,/dev/neuron3", "neuron0,neuron1,neuron3"])
+def test_non_contiguous_devices_are_refused(tmp_path, spec):
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    for index in range(4):
+        (dev / f"neuron{index}").touch()
+    with pytest.raises(AcceleratorError, match="--neuron-devices: .* is not contiguous"):
+        docker_device_args(spec, dev_root=dev)

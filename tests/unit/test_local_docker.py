@@ -93,9 +93,9 @@ def test_training_spec_reads_back_as_the_training_env(tmp_path, dev, channels):
 
 
 def test_explicit_device_list_passes_only_those(tmp_path, dev, channels):
-    devices = docker_device_args("/dev/neuron2,neuron0", dev_root=dev)
+    devices = docker_device_args("/dev/neuron2,neuron1", dev_root=dev)
     spec = training_run_spec("img", channels, {}, tmp_path / "job", devices)
-    assert spec.devices == ["/dev/neuron0:/dev/neuron0:rwm", "/dev/neuron2:/dev/neuron2:rwm"]
+    assert spec.devices == ["/dev/neuron1:/dev/neuron1:rwm", "/dev/neuron2:/dev/neuron2:rwm"]
     assert spec.environment == {"SMNEURON_ACCELERATOR": "neuron"}
 
 
@@ -283,14 +283,23 @@ def test_cli_local_train_with_neuron_devices_runs_localrun(recorded, channels, t
 def test_cli_local_deploy_with_neuron_devices_runs_localrun(recorded, tmp_path):
     model = tmp_path / "model"
     model.mkdir()
-    argv = ["local", "deploy", "--neuron-devices", "neuron1,neuron3", "--model-data", str(model)]
+    argv = ["local", "deploy", "--neuron-devices", "neuron3,neuron2", "--model-data", str(model)]
     code = cli.main([*argv, "--port", "18081", "--health-timeout", "42"])
     assert code == 130
     ((spec, limit),) = recorded
     assert spec.command == ["serve"]
-    assert spec.devices == ["/dev/neuron1:/dev/neuron1:rwm", "/dev/neuron3:/dev/neuron3:rwm"]
+    assert spec.devices == ["/dev/neuron2:/dev/neuron2:rwm", "/dev/neuron3:/dev/neuron3:rwm"]
     assert spec.ports == {"8080/tcp": ("127.0.0.1", 18081)}
     assert limit == 42
+
+
+def test_cli_non_contiguous_devices_are_refused_before_docker(recorded, tmp_path, capsys):
+    model = tmp_path / "model"
+    model.mkdir()
+    code = cli.main(["local", "deploy", "--neuron-devices", "0,2", "--model-data", str(model)])
+    assert code == 2
+    assert recorded == []
+    assert "not contiguous (missing 1)" in capsys.readouterr().err
 
 
 def test_cli_missing_device_is_an_error_naming_the_present_ones(recorded, tmp_path, capsys):

@@ -15,6 +15,7 @@ from smneuron.errors import AcceleratorError
 from smneuron.job import Paths, ResourceConfig
 from smneuron.neuron.backend import DEFAULT_COMPILER_ARGS, artifact_compiler_args
 from smneuron.neuron.training import (
+    TRAINING_ENV_UNSET,
     is_precompile_run,
     precompile_command,
     trainer_name,
@@ -31,7 +32,7 @@ def trn1_cores(monkeypatch, tmp_path):
     monkeypatch.setenv("FAKE_NEURON_LS_JSON", str(FAKE / "neuron_ls" / "trn1.32xlarge.json"))
     inventory = detect_neuron(
         {"SM_CURRENT_INSTANCE_TYPE": "ml.trn1.32xlarge"},
-        dev_glob=str(tmp_path / "neuron*"),
+        dev_root=str(tmp_path),
         neuron_ls=str(FAKE / "bin" / "neuron-ls"),
     )
     return inventory.core_count
@@ -51,7 +52,7 @@ def test_training_cores_one_per_visible_neuroncore(monkeypatch, tmp_path, instan
     monkeypatch.setenv("FAKE_NEURON_LS_JSON", str(FAKE / "neuron_ls" / f"{instance}.json"))
     environ = {"SMNEURON_INSTANCE_TYPE": instance, **environ}
     found = training_cores(
-        environ, dev_glob=str(tmp_path / "neuron*"), neuron_ls=str(FAKE / "bin" / "neuron-ls")
+        environ, dev_root=str(tmp_path), neuron_ls=str(FAKE / "bin" / "neuron-ls")
     )
     assert found == cores
 
@@ -60,7 +61,7 @@ def test_no_cores_no_neuron_training(tmp_path):
     with pytest.raises(AcceleratorError, match="trn1.32xlarge: no NeuronCore is visible") as err:
         training_cores(
             {"SMNEURON_INSTANCE_TYPE": "trn1.32xlarge"},
-            dev_glob=str(tmp_path / "neuron*"),
+            dev_root=str(tmp_path),
             neuron_ls="",
         )
     assert "SMNEURON_ACCELERATOR=cpu" in str(err.value)
@@ -73,7 +74,11 @@ def test_training_env_puts_the_compile_cache_under_checkpoints(tmp_path):
     flags = shlex.split(env["NEURON_CC_FLAGS"])
     assert f"--cache_dir={cache}" in flags
     assert "--model-type=transformer" in flags
-    assert "--auto-cast=none" in flags  # bf16 comes from the trainer's autocast
+    # AWS's HF Trainer recipe: no compiler auto-cast override, stochastic rounding with bf16.
+    assert "--auto-cast=none" not in flags
+    assert env["NEURON_RT_STOCHASTIC_ROUNDING_EN"] == "1"
+    # A failed compile synced back from S3 in the cache is retried, not skipped forever.
+    assert "--retry_failed_compilation" in flags
     assert env["NEURON_COMPILE_CACHE_URL"] == cache
     assert env["HOME"] == "/root"
     assert "NEURON_RT_NUM_CORES" not in env  # torchrun pins one core per rank
@@ -86,14 +91,27 @@ def test_user_compiler_flags_and_cache_win(tmp_path):
     }
     env = training_env(base, Paths(tmp_path), bf16=False)
     flags = shlex.split(env["NEURON_CC_FLAGS"])
-    assert flags == ["--cache_dir=/mnt/cache", "--model-type=cnn-training", "-O1"]
+    assert flags == [
+        "--cache_dir=/mnt/cache",
+        "--model-type=cnn-training",
+        "-O1",
+        "--retry_failed_compilation",
+    ]
+    assert "NEURON_RT_STOCHASTIC_ROUNDING_EN" not in env  # fp32: no bf16 rounding
     assert env["NEURON_COMPILE_CACHE_URL"] == "s3://bucket/cache"
     assert base["NEURON_CC_FLAGS"].startswith("--cache_dir=/mnt/cache")  # parent untouched
 
 
-def test_retired_bf16_variables_are_reported(tmp_path, caplog):
-    training_env({"XLA_USE_BF16": "1"}, Paths(tmp_path))
-    assert "XLA_USE_BF16 is set but has no effect" in caplog.text
+def test_retired_bf16_variables_are_removed_from_workers_with_a_log_line(tmp_path, caplog):
+    base = {"XLA_USE_BF16": "1", "XLA_DOWNCAST_BF16": "1", "HOME": "/root"}
+    env = training_env(base, Paths(tmp_path))
+    assert "XLA_USE_BF16" not in env and "XLA_DOWNCAST_BF16" not in env
+    assert "XLA_USE_BF16=1 removed from the training workers" in caplog.text
+    assert "XLA_DOWNCAST_BF16=1 removed" in caplog.text
+    # The launcher's plan drops them from the torchrun workers' copy too.
+    plan = launch.plan(ResourceConfig(), env={}, unset=TRAINING_ENV_UNSET)
+    worker = launch.worker_environ(base, plan)
+    assert "XLA_USE_BF16" not in worker and worker["HOME"] == "/root"
 
 
 def test_precompile_helpers():

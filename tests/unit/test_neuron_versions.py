@@ -10,8 +10,8 @@ from smneuron.errors import ArtifactError
 HOST = {
     "torch": "2.8.0",
     "transformers": "4.55.4",
-    "torch_neuronx": "2.8.0.2.10.13553",
-    "neuronx_cc": "2.21.18209.0",
+    "torch_neuronx": "2.9.0.2.13.26312+8e870898",
+    "neuronx_cc": "2.24.8799.0+6f62ff7c",
 }
 
 
@@ -36,13 +36,13 @@ def test_other_torch_neuronx_is_refused_with_both_versions():
     with pytest.raises(ArtifactError) as err:
         check_compatible(manifest, "neuron", HOST)
     message = str(err.value)
-    assert "torch_neuronx 2.7.0.2.9.9357 (artifact) != 2.8.0.2.10.13553 (host)" in message
+    assert "torch_neuronx 2.7.0.2.9.9357 (artifact) != 2.9.0.2.13.26312+8e870898 (host)" in message
     assert "smneuron compile" in message and "docs/compatibility.md" in message
 
 
 def test_other_neuronx_cc_is_refused():
     manifest = neuron_manifest(neuronx_cc="2.20.9961.0")
-    with pytest.raises(ArtifactError, match=r"neuronx_cc 2.20.9961.0 \(artifact\) != 2.21"):
+    with pytest.raises(ArtifactError, match=r"neuronx_cc 2.20.9961.0 \(artifact\) != 2.24"):
         check_compatible(manifest, "neuron", HOST)
 
 

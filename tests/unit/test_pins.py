@@ -62,3 +62,29 @@ def test_cpu_rows_match_constraints_cpu():
     assert "torch" in checked and "transformers" in checked
     for name in checked:
         assert rows[name].startswith(pins[name]), f"{name}: docs {rows[name]}, pins {pins[name]}"
+
+
+def test_driver_minimum_is_pinned_once_and_shown():
+    from smneuron.neuron.driver import MIN_DRIVER
+
+    assert PINS.facts["neuron-driver-min"] == MIN_DRIVER
+    assert table_rows("Neuron")["oldest host neuron driver"] == MIN_DRIVER
+
+
+def test_dlc_account_follows_the_published_region_table():
+    from smneuron.tools.build.pins import dlc_registry
+
+    tag = PINS.facts["dlc-inference"]
+    assert PINS.dlc_uri("inference", "us-east-1") == (
+        f"763104351884.dkr.ecr.us-east-1.amazonaws.com/{tag}"
+    )
+    assert PINS.dlc_uri("inference", "ap-east-1").startswith("871362719292.dkr.ecr.ap-east-1.")
+    assert PINS.dlc_uri("inference", "me-central-1").startswith("914824155844.")
+    assert dlc_registry("cn-north-1") == "727897471807.dkr.ecr.cn-north-1.amazonaws.com.cn"
+
+
+def test_training_and_serving_images_share_one_sdk():
+    sdk = f"sdk{PINS.facts['neuron-sdk']}"
+    assert sdk in PINS.facts["dlc-training"] and sdk in PINS.facts["dlc-inference"]
+    torch = PINS.packages["torch"]
+    assert PINS.facts["dlc-training"].split(":")[1].startswith(f"{torch}-neuronx")

@@ -25,7 +25,7 @@ INVENTORY = {
     "glibc": "2.35",
     "packages": {
         "torch": "2.8.0",
-        "torch_neuronx": "2.8.0.2.10.13553",
+        "torch_neuronx": "2.9.0.2.13.26312+8e870898",
         "Jinja2": "3.1.6",
         "setuptools": "69.5.1",
         "python-apt": "2.4.0+ubuntu4",
@@ -45,7 +45,7 @@ def inventory(**changes) -> BaseInventory:
 
 def test_inventory_reads_the_base_and_its_target():
     base = inventory()
-    assert base.packages["torch-neuronx"] == "2.8.0.2.10.13553"
+    assert base.packages["torch-neuronx"] == "2.9.0.2.13.26312+8e870898"
     assert base.packages["jinja2"] == "3.1.6"
     # Only requirements on the venv's own packaging tools are kept for the stubs.
     assert base.tool_requires == {"torch": ["setuptools; python_version >= '3.12'"]}
@@ -84,7 +84,7 @@ def test_stub_wheel_is_metadata_only(tmp_path):
     "wheel",
     [
         "torch-2.8.0-cp310-cp310-manylinux_2_28_x86_64.whl",
-        "torch_neuronx-2.8.0.2.10.13553-py3-none-any.whl",
+        "torch_neuronx-2.9.0.2.13.26312+8e870898-py3-none-any.whl",
         "nvidia_cublas_cu12-12.8.4.1-py3-none-manylinux_2_27_x86_64.whl",
     ],
 )

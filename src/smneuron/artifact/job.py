@@ -68,7 +68,20 @@ class CompileHyperparameters:
     compiler_args: str = hp("", "str", "neuronx-cc flags (default: bf16 matmult auto-cast)")
     task: str = hp("", "str", "task; default: from the checkpoint's architecture")
     pooling: str = hp("mean", "str", "feature-extraction pooling", choices=("mean", "cls"))
-    cores_per_model: int = hp(1, "int", "NeuronCores per loaded model", minimum=1)
+    cores_per_model: int = hp(
+        1,
+        "int",
+        "NeuronCores per loaded model: 1 (a traced encoder runs on one NeuronCore; serve more "
+        "copies with more workers)",
+        minimum=1,
+    )
+    target: str = hp(
+        "",
+        "str",
+        "Neuron target family (inf2, trn1, trn2); default: this host's, else inf2. Needs no "
+        "Neuron device: compiles on the CPU backend for the target",
+        choices=("", "inf2", "trn1", "trn2"),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,6 +109,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=TASKS, default=None, help="default: from config")
     parser.add_argument("--pooling", choices=("mean", "cls"), default=None)
     parser.add_argument("--cores-per-model", type=int, default=None)
+    parser.add_argument(
+        "--target",
+        choices=("inf2", "trn1", "trn2"),
+        default=None,
+        help="neuron: the instance family to compile for (no Neuron device needed)",
+    )
 
 
 def _from_args(args: argparse.Namespace) -> CompileHyperparameters:
@@ -155,11 +174,12 @@ def compile_checkpoint(
     checkpoint: Path, output: Path, settings: CompileHyperparameters, *, backend: Any = None
 ) -> Manifest:
     """Compile ``checkpoint`` into an artifact at ``output`` and return its manifest."""
-    from smneuron.accelerator import detect_backend
+    from smneuron.accelerator import check_cores_per_model, detect_backend
     from smneuron.artifact.backends import get_backend
     from smneuron.artifact.build import compile_artifact
     from smneuron.neuron.backend import DEFAULT_COMPILER_ARGS, parse_compiler_args
 
+    check_cores_per_model(settings.cores_per_model)
     with tempfile.TemporaryDirectory(prefix="smneuron-checkpoint-") as scratch:
         source = _checkpoint_folder(Path(checkpoint), Path(scratch))
         config = _read_config(source)
@@ -176,8 +196,11 @@ def compile_checkpoint(
         name = settings.backend if settings.backend != "auto" else detect_backend()
         backend = backend or get_backend(name)
         args = parse_compiler_args(settings.compiler_args)
-        if backend.name == "neuron" and not args:
-            args = DEFAULT_COMPILER_ARGS
+        if backend.name == "neuron":
+            from smneuron.neuron.backend import with_target
+
+            # The target goes into the flags, so the manifest records exactly what compiled.
+            args = with_target(args or DEFAULT_COMPILER_ARGS, settings.target or backend.target())
         model = load_model(source, task)
         _copy_checkpoint(source, Path(output))
         log.info(

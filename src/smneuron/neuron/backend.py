@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from smneuron.accelerator import FAMILIES, detect_instance_type, family_of
+from smneuron.accelerator import FAMILIES, detect_instance_type, family_of, list_neuron_devices
 from smneuron.errors import ArtifactError, ConfigurationError
 from smneuron.versions import package_version
 
@@ -99,6 +99,8 @@ def neuron_versions(
     }
     for key, dist in NEURON_DISTRIBUTIONS.items():
         found[key] = version_of(dist)
+    if not found["torch_neuronx"] and has_torch_neuronx():  # importable without metadata
+        found["torch_neuronx"] = getattr(import_torch_neuronx(), "__version__", None)
     found["neuron_runtime"] = debian_package_version(RUNTIME_DEB, dpkg_status)
     return {key: value for key, value in found.items() if value}
 
@@ -133,6 +135,49 @@ def compiler_target(compiler_args: Sequence[str]) -> str | None:
     return None
 
 
+def with_target(compiler_args: Sequence[str], target: str) -> tuple[str, ...]:
+    """``compiler_args`` with ``--target <family>`` appended unless they already name one."""
+    if compiler_target(compiler_args):
+        return tuple(compiler_args)
+    if target not in FAMILIES:
+        raise ConfigurationError(f"--target {target!r}: use one of {', '.join(FAMILIES)}")
+    return (*compiler_args, "--target", target)
+
+
+# Which artifact target runs on which host family. inf2 and trn1 are both NeuronCore-v2
+# instances (torch_neuronx.trace API reference), whose NEFFs load on either; trn2
+# (NeuronCore-v3) runs only trn2 NEFFs ("A NEFF is built for a specific target": neuronx-cc,
+# "How to generate a NEFF").
+RUNS_ON: dict[str, tuple[str, ...]] = {
+    "inf2": ("inf2", "trn1"),
+    "trn1": ("trn1", "inf2"),
+    "trn2": ("trn2",),
+}
+
+
+def check_target(artifact_target: str, host_family: str | None, where: str = "this host") -> None:
+    """Refuse an artifact compiled for a family this host cannot run, saying what to do.
+
+    An unknown host family (no instance type found) is not refused: the runtime decides.
+    """
+    if host_family is None:
+        log.info("host instance family unknown: artifact target %s not checked", artifact_target)
+        return
+    if host_family in RUNS_ON.get(artifact_target, (artifact_target,)):
+        return
+    raise ArtifactError(
+        f"artifact was compiled for {artifact_target} (manifest target) but {where} is "
+        f"{host_family}: its NEFFs cannot load here. Recompile the checkpoint for this host "
+        f"with `smneuron compile --backend neuron --target {host_family}`, or serve it on "
+        f"{' or '.join(RUNS_ON.get(artifact_target, (artifact_target,)))}."
+    )
+
+
+def has_neuron_device() -> bool:
+    """Whether this host has a ``/dev/neuron*`` device (else trace on the CPU backend)."""
+    return bool(list_neuron_devices())
+
+
 # --------------------------------------------------------------------------------------------
 # The backend
 
@@ -148,6 +193,8 @@ class NeuronBackend:
             so that a server loading several buckets does not wait for each in turn.
         version_of: package version lookup (default: installed distributions).
         dpkg_status: dpkg status file for the runtime library's version.
+        cpu_backend: trace on the CPU for the ``--target`` in the flags (torch_neuronx.trace's
+            ``cpu_backend=True``, API reference); None: when this host has no Neuron device.
     """
 
     name = "neuron"
@@ -161,7 +208,9 @@ class NeuronBackend:
         async_load: bool = False,
         version_of: Callable[[str], str | None] | None = None,
         dpkg_status: str | Path = DPKG_STATUS,
+        cpu_backend: bool | None = None,
     ) -> None:
+        self._cpu_backend = cpu_backend
         self._instance_type = instance_type
         self._environ = environ
         self._workdir = Path(compiler_workdir) if compiler_workdir else None
@@ -177,16 +226,24 @@ class NeuronBackend:
             raise ArtifactError(NO_TORCH_NEURONX)
         return found
 
+    def host_family(self) -> str | None:
+        """The family of the instance this process runs on, or None when nothing says."""
+        return family_of(detect_instance_type(self._environ, explicit=self._instance_type))
+
     def target(self) -> str:
         """``--target`` from the compiler flags, else the host's family, else ``inf2``."""
         named = compiler_target(self._compiler_args)
         if named:
             return named
-        family = family_of(detect_instance_type(self._environ, explicit=self._instance_type))
+        family = self.host_family()
         if family in FAMILIES:
             return family
         log.info("no Neuron instance detected: recording target inf2 (NeuronCore-v2)")
         return "inf2"
+
+    def check_artifact(self, manifest: Any) -> None:
+        """At load: the artifact's target family must run on this host (``check_target``)."""
+        check_target(manifest.target, self.host_family())
 
     def trace(
         self,
@@ -197,6 +254,17 @@ class NeuronBackend:
         torch_neuronx = import_torch_neuronx()
         self._compiler_args = tuple(compiler_args)
         kwargs: dict[str, Any] = {"compiler_args": list(compiler_args)}
+        cpu_backend = (
+            self._cpu_backend if self._cpu_backend is not None else not has_neuron_device()
+        )
+        if cpu_backend:
+            if not compiler_target(compiler_args):
+                raise ConfigurationError(
+                    "compiling without a Neuron device needs a target: give --target "
+                    f"{'|'.join(FAMILIES)} (smneuron compile --target, or --target in the "
+                    "compiler args)"
+                )
+            kwargs["cpu_backend"] = True
         if self._workdir is not None:
             shape = "x".join(str(dim) for dim in example_inputs[0].shape)
             workdir = self._workdir / f"trace-{self._traces}-{shape}"
@@ -204,9 +272,10 @@ class NeuronBackend:
             kwargs["compiler_workdir"] = str(workdir)
         self._traces += 1
         log.info(
-            "torch_neuronx.trace shapes=%s compiler_args=%s",
+            "torch_neuronx.trace shapes=%s compiler_args=%s cpu_backend=%s",
             [tuple(tensor.shape) for tensor in example_inputs],
             list(compiler_args),
+            cpu_backend,
         )
         graph = torch_neuronx.trace(module, example_inputs, **kwargs)
         if self._async_load:
@@ -239,7 +308,3 @@ class NeuronBackend:
 def artifact_compiler_args(text: str | Sequence[str] | None) -> tuple[str, ...]:
     """Compiler flags for the serving graphs: the user's (shell-quoted), else the defaults."""
     return parse_compiler_args(text) or DEFAULT_COMPILER_ARGS
-
-
-# --------------------------------------------------------------------------------------------
-# The pinned stack (constraints/neuron.txt)

@@ -20,12 +20,19 @@ from smneuron.neuron.backend import parse_compiler_args
 
 log = logging.getLogger(__name__)
 
-# Compiler flags for training graphs: the transformer-tuned pipeline. With bf16 autocast in the
-# trainer, the compiler must not cast a second time (--auto-cast=none).
+# Compiler flags for training graphs, as in AWS's tested recipe for HF Trainer fine-tuning on
+# this SDK line (Neuron docs, "Hugging Face BERT MRPC task finetuning using Hugging Face Trainer
+# API": NEURON_CC_FLAGS="--model-type=transformer", the Trainer's --bf16,
+# NEURON_RT_STOCHASTIC_ROUNDING_EN=1, eval_do_concat_batches=False). That recipe does not
+# add --auto-cast=none, so neither do we.
 TRAINING_COMPILER_ARGS: tuple[str, ...] = ("--model-type=transformer",)
 
-
-AUTOCAST_COMPILER_ARGS: tuple[str, ...] = ("--auto-cast=none",)
+# A graph whose compilation failed is marked failed in the persistent cache and skipped by every
+# later run that finds it there ("Got a cached failed neff ... Will skip compilation"); the cache
+# lives under /opt/ml/checkpoints, which SageMaker syncs to S3 across jobs, so one failed job
+# would poison every later one. This documented flag makes a later run retry such entries
+# (Neuron docs, "PyTorch NeuronX neuron_parallel_compile CLI", debugging the persistent cache).
+RETRY_FAILED_COMPILATION = "--retry_failed_compilation"
 
 
 # Environment of Neuron training processes (names the Neuron SDK reads).
@@ -38,20 +45,25 @@ NEURON_COMPILE_CACHE_URL = "NEURON_COMPILE_CACHE_URL"
 NEURON_EXTRACT_GRAPHS_ONLY = "NEURON_EXTRACT_GRAPHS_ONLY"  # set by neuron_parallel_compile
 
 
+STOCHASTIC_ROUNDING = "NEURON_RT_STOCHASTIC_ROUNDING_EN"
+
+
 EFA_ENV = {"FI_PROVIDER": "efa", "FI_EFA_USE_DEVICE_RDMA": "1", "FI_EFA_FORK_SAFE": "1"}
 
 
-# Removed from torch-xla 2.8 (the pinned stack): bf16 comes from the trainer's autocast.
+# Deprecated in torch-xla 2.5+ but still acting in 2.8/2.9: they cast everything to bf16 and
+# override autocast's per-op precision (Neuron app note "Migration From XLA_USE_BF16 /
+# XLA_DOWNCAST_BF16": do not set them with autocast). Removed from every worker environment.
 RETIRED_BF16_VARS = ("XLA_USE_BF16", "XLA_DOWNCAST_BF16")
 
 
 PARALLEL_COMPILE = "neuron_parallel_compile"
 
 
-# The Neuron runtime's own core count must not reach torchrun workers: torch-xla pins each
-# rank to one core (NEURON_RT_VISIBLE_CORES = its local rank) and a host-wide count would
-# contradict it.
-TRAINING_ENV_UNSET: tuple[str, ...] = (ENV.NEURON_NUM_CORES,)
+# Removed from the torchrun workers' copy of the environment: the Neuron runtime's own core
+# count (torch-xla pins each rank to one core, NEURON_RT_VISIBLE_CORES = its local rank, and a
+# host-wide count would contradict it) and the retired XLA bf16 switches.
+TRAINING_ENV_UNSET: tuple[str, ...] = (ENV.NEURON_NUM_CORES, *RETIRED_BF16_VARS)
 
 
 def training_env(
@@ -65,35 +77,38 @@ def training_env(
     """The environment of Neuron training processes: a copy of ``base`` plus Neuron values.
 
     - ``NEURON_CC_FLAGS`` gets ``--cache_dir=<checkpoints>/neuron-compile-cache`` (unless the
-      user's flags name one), the training compiler flags, and ``--auto-cast=none`` with
-      bf16 (the trainer's autocast decides the precision; the compiler must not cast again).
+      user's flags name one), the training compiler flags and ``--retry_failed_compilation``.
     - ``NEURON_COMPILE_CACHE_URL`` points at the same folder: SageMaker syncs
       ``/opt/ml/checkpoints`` to ``checkpoint_s3_uri``, so the next job starts warm.
+    - bf16: ``NEURON_RT_STOCHASTIC_ROUNDING_EN=1`` (the tested recipe); the precision itself
+      is the Trainer's ``bf16=True``. ``XLA_USE_BF16`` / ``XLA_DOWNCAST_BF16`` are removed.
     - multi-host: the EFA provider settings for collectives between hosts.
     User values already in ``base`` win over these defaults.
     """
-    env = dict(base)
+    env = {key: value for key, value in base.items() if key not in RETIRED_BF16_VARS}
+    for name in RETIRED_BF16_VARS:
+        if name in base:
+            log.warning(
+                "%s=%s removed from the training workers: it overrides autocast's per-op "
+                "precision; bf16 comes from the bf16 hyperparameter",
+                name,
+                base[name],
+            )
     cache = str(paths.neuron_cache)
     flags = list(parse_compiler_args(base.get(NEURON_CC_FLAGS, "")))
     if not any(flag.startswith("--cache_dir") for flag in flags):
         flags.append(f"--cache_dir={cache}")
-    wanted = list(compiler_args) + (list(AUTOCAST_COMPILER_ARGS) if bf16 else [])
-    for flag in wanted:
+    for flag in (*compiler_args, RETRY_FAILED_COMPILATION):
         name = flag.split("=", 1)[0]
         if not any(existing.split("=", 1)[0] == name for existing in flags):
             flags.append(flag)
     env[NEURON_CC_FLAGS] = shlex.join(flags)
     env.setdefault(NEURON_COMPILE_CACHE_URL, cache)
+    if bf16:
+        env.setdefault(STOCHASTIC_ROUNDING, "1")
     if multi_host:
         for key, value in EFA_ENV.items():
             env.setdefault(key, value)
-    for name in RETIRED_BF16_VARS:
-        if name in env:
-            log.warning(
-                "%s is set but has no effect with torch-xla 2.8: precision comes from the "
-                "trainer (bf16 hyperparameter)",
-                name,
-            )
     return env
 
 

@@ -38,6 +38,10 @@ def serve(settings: ServingSettings) -> int:
     from smneuron.serving.layout import plan_layout
 
     backend = settings.accelerator or detect_backend()
+    if backend == "neuron":  # refuse before binding: /ping must never say 200 on a bad driver
+        from smneuron.neuron.driver import check_host_driver
+
+        check_host_driver()
     try:
         manifest = read_manifest(settings.paths.model)
     except ArtifactError as err:

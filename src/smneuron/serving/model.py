@@ -125,6 +125,9 @@ def load_compiled(
     manifest = read_manifest(model_dir)
     check_files(model_dir, manifest)
     check_compatible(manifest, backend.name, backend.versions())
+    check_target = getattr(backend, "check_artifact", None)  # neuron: target vs host family
+    if check_target is not None:
+        check_target(manifest)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
     except (OSError, ValueError) as err:

@@ -41,6 +41,10 @@ def main() -> int:
             layout = launch.plan_host(
                 env.resource, paths, os.environ, bf16=hps.bf16, precompile=hps.precompile
             )
+            if layout.backend == "neuron":  # before any worker starts (driver too old: failure)
+                from smneuron.neuron.driver import check_host_driver
+
+                check_host_driver()
             if launch.needs_launch(layout, os.environ):
                 code = launch.run(layout, os.environ)
                 if code != 0:

@@ -101,7 +101,12 @@ class TrainingHyperparameters:
         minimum=1,
         maximum=8192,
     )
-    cores_per_model: int = hp(1, "int", "NeuronCores one served model copy uses", minimum=1)
+    cores_per_model: int = hp(
+        1,
+        "int",
+        "NeuronCores one served model copy uses: 1 (a traced encoder runs on one NeuronCore)",
+        minimum=1,
+    )
     precompile: bool = hp(
         False, "bool", "Neuron: compile the training graphs ahead of time (neuron_parallel_compile)"
     )
@@ -133,6 +138,9 @@ def load(raw: Mapping[str, Any]) -> TrainingHyperparameters:
         raise ConfigurationError(f"labels: names repeat in {list(hps.labels)}")
     if hps.labels and len(hps.labels) < 2:
         raise ConfigurationError(f"labels: need at least 2 label names, got {list(hps.labels)}")
+    from smneuron.accelerator import check_cores_per_model
+
+    check_cores_per_model(hps.cores_per_model)  # before training, not after it
     return hps
 
 

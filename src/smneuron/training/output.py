@@ -62,13 +62,12 @@ def write_artifact(
         model = model.to("cpu").eval()
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        if hps.compile:
-            backend = get_backend(detect_backend())
+        name = detect_backend() if hps.compile else None
+        if name == "neuron":  # in a clean child process, with exactly the recorded flags
+            _compile_neuron_in_child(staging, hps, labels)
+        elif name is not None:
+            backend = get_backend(name)
             compiler_args = hps.compiler_arg_list
-            if backend.name == "neuron":
-                from smneuron.neuron.backend import artifact_compiler_args
-
-                compiler_args = artifact_compiler_args(hps.compiler_args)
             started = time.monotonic()
             compile_artifact(
                 staging,
@@ -87,6 +86,30 @@ def write_artifact(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return paths.model
+
+
+def _compile_neuron_in_child(staging: Path, hps: TrainingHyperparameters, labels: tuple) -> None:
+    """Neuron: compile the saved checkpoint in a clean child (``smneuron.neuron.compile``)."""
+    import os
+
+    from smneuron.neuron.backend import NeuronBackend, artifact_compiler_args, with_target
+    from smneuron.neuron.compile import compile_in_child
+
+    started = time.monotonic()
+    args = with_target(artifact_compiler_args(hps.compiler_args), NeuronBackend().target())
+    compile_in_child(
+        staging,
+        staging,
+        os.environ,
+        task=hps.task,
+        batch_size=hps.batch_size,
+        sequence_lengths=hps.sequence_lengths,
+        compiler_args=args,
+        cores_per_model=hps.cores_per_model,
+    )
+    log.info(
+        "compiled artifact (neuron, %s labels) in %.1fs", len(labels), time.monotonic() - started
+    )
 
 
 def write_metrics(paths: Paths, metrics: Mapping[str, float], step: int) -> None:

@@ -110,6 +110,11 @@ def compute_metrics(eval_pred: Any) -> dict[str, float]:
     import numpy as np
 
     logits, label_ids = eval_pred
+    # On XLA eval_do_concat_batches=False hands over one array per evaluation batch.
+    if isinstance(logits, list | tuple):
+        logits = np.concatenate([np.asarray(part) for part in logits])
+    if isinstance(label_ids, list | tuple):
+        label_ids = np.concatenate([np.asarray(part) for part in label_ids])
     predictions = np.asarray(logits).argmax(axis=-1)
     label_ids = np.asarray(label_ids)
     scores = []
@@ -256,10 +261,14 @@ def _fit(
             # /opt/ml/checkpoints, where the real run would resume from them.
             scratch = tempfile.TemporaryDirectory(prefix="smneuron-precompile-")
             output_dir = Path(stack.enter_context(scratch))
+        # The precompile pass runs no evaluation and no compute_metrics: its graphs return
+        # zeros, and accelerate's pad_across_processes crashes on them (Neuron SDK known
+        # issue "Input dimension should be either 1 or equal to the output dimension").
+        evaluate = "validation" in tokenized and not precompile_run
         args = training_arguments(
             hps,
             output_dir,
-            validation="validation" in tokenized,
+            validation=evaluate,
             distributed=int(os.environ.get(ENV.WORLD_SIZE, "1")) > 1,
             on_cpu=not on_neuron,
             max_steps=precompile_steps(hps) if precompile_run else None,
@@ -269,10 +278,10 @@ def _fit(
             model=model,
             args=args,
             train_dataset=tokenized["train"],
-            eval_dataset=tokenized.get("validation"),
+            eval_dataset=tokenized.get("validation") if evaluate else None,
             processing_class=tokenizer,
             data_collator=data_collator(tokenizer, hps, static_shapes=on_neuron),
-            compute_metrics=compute_metrics,
+            compute_metrics=compute_metrics if evaluate else None,
             callbacks=[metrics_callback(), stopper],
         )
         trainer.remove_callback(PrinterCallback)  # it prints raw dicts; we log key=value lines
@@ -372,6 +381,9 @@ def training_arguments(
         ddp_find_unused_parameters=False if distributed else None,
         dataloader_num_workers=0,
         group_by_length=hps.group_by_length,
+        # XLA: concatenating evaluation batches on the device compiles a new graph at every
+        # step (Neuron SDK known issue for the HF Trainer; transformers issue 37593).
+        eval_do_concat_batches=on_cpu,
     )
 
 

@@ -1,11 +1,12 @@
 """A stand-in for the AWS Neuron DLC, built locally and offline, for the neuron image tests.
 
-The image (``standin/Dockerfile``): the local bookworm base + Python 3.11 with venv and pip,
-CPU torch from the CPU wheelhouse, the FAKE ``torch-neuronx`` and ``neuronx-cc`` packages of
-this folder installed as real distributions, and the fake ``neuron-ls`` in
-``/opt/aws/neuron/bin``. It is cached under ``smneuron-neuron-standin:<hash of its inputs>``
-and labelled ``com.smneuron.stand-in=true``. Tests tag it with the DLC URIs from
-``constraints/neuron.txt`` only while they build, and untag it afterwards.
+The image (``standin/Dockerfile``): the local bookworm base + Python 3.11 (the DLC has 3.12)
+with venv and pip, CPU torch from the CPU wheelhouse, the FAKE ``torch-neuronx`` and
+``neuronx-cc`` packages of this folder installed as real distributions, and the fake
+``neuron-ls`` in ``/opt/aws/neuron/bin``. It is cached under
+``smneuron-neuron-standin:<hash of its inputs>`` and labelled ``com.smneuron.stand-in=true``.
+Tests tag it with the DLC URIs from ``constraints/neuron.txt`` only while they build, and
+untag it afterwards.
 
 By hand (to try ``smneuron build --accelerator neuron`` without the real DLC)::
 

@@ -10,14 +10,13 @@ root, so the tests run it against a fake ``/dev`` tree.
 from __future__ import annotations
 
 import argparse
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from smneuron.accelerator import check_contiguous, device_index, list_neuron_devices
 from smneuron.env import ENV
 from smneuron.errors import AcceleratorError, ConfigurationError
 
-_DEVICE = re.compile(r"^neuron(\d+)$")
 AUTO = "auto"
 
 
@@ -39,26 +38,13 @@ class NeuronDevices:
     env: dict[str, str]
 
 
-def _index(path: Path) -> int:
-    match = _DEVICE.match(path.name)
-    return int(match.group(1)) if match else -1
-
-
-def list_neuron_devices(dev_root: str | Path = "/dev") -> list[Path]:
-    """Neuron device nodes under ``dev_root``, in device order (neuron2 before neuron10)."""
-    root = Path(dev_root)
-    if not root.is_dir():
-        return []
-    return sorted((p for p in root.iterdir() if _DEVICE.match(p.name)), key=_index)
-
-
 def _resolve(item: str, root: Path) -> Path:
     """``/dev/neuron3``, ``neuron3`` or ``3`` -> ``<root>/neuron3``."""
     text = item.strip()
     name = Path(text).name
     if text.isdigit():
         name = f"neuron{text}"
-    if not _DEVICE.match(name):
+    if device_index(name) < 0:
         raise ConfigurationError(
             f"--neuron-devices: {item!r} is not a Neuron device; use auto, /dev/neuron0,... "
             "or device numbers like 0,1"
@@ -78,7 +64,8 @@ def docker_device_args(spec: str | None, dev_root: str | Path = "/dev") -> Neuro
             handed to docker are always ``/dev/neuronN``, the same inside the container.
 
     Raises:
-        AcceleratorError: ``auto`` finds no device, or a listed device does not exist.
+        AcceleratorError: ``auto`` finds no device, a listed device does not exist, or the
+            listed devices are not contiguous (``0,2``: the runtime rejects them).
         ConfigurationError: an entry is not a Neuron device name.
     """
     if spec is None or not spec.strip():
@@ -108,7 +95,9 @@ def docker_device_args(spec: str | None, dev_root: str | Path = "/dev") -> Neuro
                 f"--neuron-devices: {', '.join(missing)} not found on this host "
                 f"(Neuron devices here: {found}). Use --neuron-devices auto or list existing ones."
             )
-        chosen.sort(key=_index)
+        chosen.sort(key=device_index)
+        # The runtime needs contiguous devices (Neuron containers troubleshooting page).
+        check_contiguous([device_index(path) for path in chosen], "--neuron-devices")
     devices = tuple(f"/dev/{path.name}" for path in chosen)
     docker_args: list[str] = []
     for device in devices:

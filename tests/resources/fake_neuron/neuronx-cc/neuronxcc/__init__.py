@@ -1,4 +1,4 @@
 """FAKE neuronxcc package (stand-in for the Neuron compiler's Python package)."""
 
-__version__ = "2.21.18209.0"
+__version__ = "2.24.8799.0+6f62ff7c"
 FAKE = True

@@ -3,8 +3,10 @@
 The real package (AWS Neuron SDK) is not on PyPI and needs a Neuron device to run graphs.
 This stand-in lets the tests and the stand-in base image exercise the Neuron code paths:
 
-- ``trace`` records (shapes, dtypes, compiler args, ...) and returns ``torch.jit.trace`` of
-  the function, so the result saves, loads and runs on CPU;
+- ``trace`` records (shapes, dtypes, compiler args, ``cpu_backend``, the ``NEURON_*`` /
+  ``XLA_*`` environment it saw) and returns ``torch.jit.trace`` of the function, so the result
+  saves, loads and runs on CPU; like the real one, ``cpu_backend=True`` without ``--target``
+  in the compiler args is an error;
 - ``async_load``, ``lazy_load`` and ``DataParallel`` record their calls.
 
 Every call is appended to ``CALLS``; when ``FAKE_TORCH_NEURONX_LOG`` names a file, it is
@@ -17,7 +19,7 @@ import json
 import os
 import warnings
 
-__version__ = "2.8.0.2.10.13553"
+__version__ = "2.9.0.2.13.26312+8e870898"
 FAKE = True
 CALLS: list[dict] = []
 
@@ -48,16 +50,26 @@ def trace(
     cpu_backend=False,
 ):
     """Same signature as torch_neuronx.trace (Neuron SDK 2.26); traces with torch.jit."""
+    import shlex
+
     import torch
 
+    args = shlex.split(compiler_args) if isinstance(compiler_args, str) else compiler_args
+    if cpu_backend and not any(a == "--target" or a.startswith("--target=") for a in args or ()):
+        # The API reference: cpu_backend "needs to be used with the compiler_args option to
+        # set the --target flag".
+        raise ValueError("cpu_backend=True needs --target in compiler_args")
     shapes, dtypes = _describe(example_inputs)
     _record(
         "trace",
         shapes=shapes,
         dtypes=dtypes,
-        compiler_args=list(compiler_args) if compiler_args is not None else None,
+        compiler_args=list(args) if args is not None else None,
         compiler_workdir=compiler_workdir,
         inline_weights_to_neff=inline_weights_to_neff,
+        cpu_backend=cpu_backend,
+        # What the compiler would also read from the process environment.
+        env={k: v for k, v in os.environ.items() if k.startswith(("NEURON_", "XLA_"))},
         module=type(func).__name__,
     )
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
