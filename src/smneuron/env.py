@@ -35,6 +35,13 @@ class ENV:
     MAX_BATCH_DELAY_MS = "SMNEURON_MAX_BATCH_DELAY_MS"
     OVERFLOW = "SMNEURON_OVERFLOW"  # truncate | reject (input longer than the largest bucket)
     TRUST_REMOTE_CODE = "SMNEURON_TRUST_REMOTE_CODE"
+    # Serving handler limits and decoding (docs/serving.md "Limits").
+    MAX_INPUTS = "SMNEURON_MAX_INPUTS"  # inputs per request (413 above), default 1000
+    MAX_TEXT_CHARS = "SMNEURON_MAX_TEXT_CHARS"  # characters per text before tokenizing, 32768
+    REQUEST_DEADLINE_S = "SMNEURON_REQUEST_DEADLINE_S"  # batcher deadline (504), 0.9 x timeout
+    MAX_QUEUE = "SMNEURON_MAX_QUEUE"  # items waiting per worker (503 + Retry-After above), 4096
+    CSV_HEADER = "SMNEURON_CSV_HEADER"  # auto | always | never: is the first CSV row a header
+    INSTALL_REQUIREMENTS = "SMNEURON_INSTALL_REQUIREMENTS"  # pip install code/requirements.txt
     # Neuron runtime, honored when the platform already set them.
     NEURON_VISIBLE_CORES = "NEURON_RT_VISIBLE_CORES"
     NEURON_NUM_CORES = "NEURON_RT_NUM_CORES"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 
 class SmneuronError(Exception):
     """Base of every error this package raises on purpose.
@@ -14,12 +17,22 @@ class SmneuronError(Exception):
     status_code: int = 500
     phrase: str = "Internal Server Error"
     client_error: bool = False
+    # Extra response headers a server sends with this error (e.g. Retry-After on a 503).
+    headers: Mapping[str, str] = MappingProxyType({})
 
-    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         if status_code is not None:
             self.status_code = status_code
+        if headers is not None:
+            self.headers = dict(headers)
 
     @property
     def type(self) -> str:
@@ -79,3 +92,40 @@ class AcceleratorError(SmneuronError):
 
 class ServerError(SmneuronError):
     status_code = 500
+
+
+class DeadlineExceeded(SmneuronError):
+    """A request was not answered within its deadline (the batcher gave up waiting)."""
+
+    status_code = 504
+    phrase = "Gateway Timeout"
+
+
+GatewayTimeout = DeadlineExceeded
+
+
+class Overloaded(SmneuronError):
+    """The worker's queue is full: retry later (the response carries ``Retry-After``)."""
+
+    status_code = 503
+    phrase = "Service Unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class HTTPError(SmneuronError):
+    """Raise from a user hook to answer a status of your choice with your message.
+
+    ``raise HTTPError(422, "field 'inputs' is too short")`` answers 422 with
+    ``{"error": "field 'inputs' is too short", "type": "HTTPError", "code": 422}``. A 4xx
+    status is the client's fault (logged at INFO, no trace); a 5xx is logged with the trace.
+    """
+
+    def __init__(
+        self, status: int, message: str, *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        if not 400 <= status <= 599:
+            raise ValueError(f"HTTPError status must be 400-599, got {status}")
+        super().__init__(message, status_code=status, headers=headers)
+        self.client_error = status < 500

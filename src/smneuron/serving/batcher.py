@@ -1,4 +1,10 @@
-"""Dynamic batching inside one worker: group concurrent items per key up to a batch size."""
+"""Dynamic batching inside one worker: group concurrent items per key up to a batch size.
+
+Every item has a deadline and the queue a bound: an item whose deadline passes while it waits
+is dropped before it costs a forward (504), a submission that would overfill the queue is
+refused (503 with ``Retry-After``), and a dead batcher thread fails what it held and every
+later submission at once (503) instead of leaving callers waiting.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,13 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from concurrent.futures import CancelledError, Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
+
+from smneuron.errors import DeadlineExceeded, NotReady, Overloaded
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +38,11 @@ class _Pending:
     item: Any
     future: Future
     arrived: float
+    deadline: float | None
+
+
+class BatcherDied(NotReady):
+    """The batcher thread is gone: this worker cannot answer and must be restarted."""
 
 
 class DynamicBatcher:
@@ -38,6 +52,12 @@ class DynamicBatcher:
     to ``max_delay_s`` more (or until ``max_batch`` items share its key), and runs one batch.
     Each caller gets a Future for its own item; an exception in ``run_batch`` reaches exactly
     the callers whose items were in that batch.
+
+    Args:
+        max_queue: items that may wait at once (None: unbounded); a submission that would go
+            above it raises ``Overloaded``.
+        stall_after_s: a batch running longer than this makes ``health()`` report the worker
+            unhealthy (None: never).
     """
 
     def __init__(
@@ -46,30 +66,91 @@ class DynamicBatcher:
         max_batch: int,
         max_delay_s: float,
         name: str = "batcher",
+        *,
+        max_queue: int | None = None,
+        stall_after_s: float | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be ≥ 1, got {max_batch}")
         self._run_batch = run_batch
         self.max_batch = max_batch
         self.max_delay_s = max(0.0, max_delay_s)
+        self.max_queue = max_queue
+        self.stall_after_s = stall_after_s
         self._queues: dict[Hashable, deque[_Pending]] = {}
+        self._waiting = 0
         self._cond = threading.Condition()
         self._closed = False
+        self._died: str | None = None
+        self._running_since: float | None = None
         self.batches_run = 0
         self.items_run = 0
+        self.expired = 0
+        self.refused = 0
         self.batch_sizes: Counter[int] = Counter()
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, key: Hashable, item: Any) -> Future:
-        """Queue ``item`` under ``key``; the Future resolves to a ``BatchResult``."""
-        future: Future = Future()
+    # ----------------------------------------------------------------------------------------
+    # Callers
+
+    def submit(self, key: Hashable, item: Any, deadline: float | None = None) -> Future:
+        """Queue ``item`` under ``key``; the Future resolves to a ``BatchResult``.
+
+        ``deadline`` is a ``time.monotonic()`` instant after which the item is not run.
+        """
+        return self.submit_many([(key, item)], deadline)[0]
+
+    def submit_many(
+        self, pairs: Iterable[tuple[Hashable, Any]], deadline: float | None = None
+    ) -> list[Future]:
+        """Queue all of ``pairs`` or none (a request's items are admitted together)."""
+        pairs = list(pairs)
         with self._cond:
-            if self._closed:
-                raise RuntimeError("batcher is closed")
-            self._queues.setdefault(key, deque()).append(_Pending(item, future, time.monotonic()))
+            self._check_alive()
+            if self.max_queue is not None and self._waiting + len(pairs) > self.max_queue:
+                self.refused += 1
+                raise Overloaded(
+                    f"this worker's queue is full ({self._waiting} of {self.max_queue} items "
+                    f"waiting, this request adds {len(pairs)}); retry shortly"
+                )
+            now = time.monotonic()
+            futures = []
+            for key, item in pairs:
+                future: Future = Future()
+                self._queues.setdefault(key, deque()).append(_Pending(item, future, now, deadline))
+                futures.append(future)
+            self._waiting += len(pairs)
             self._cond.notify_all()
-        return future
+        return futures
+
+    def wait(self, futures: Sequence[Future], deadline: float | None) -> list[BatchResult]:
+        """Each future's result, never waiting past ``deadline`` (504 when it passes)."""
+        results = []
+        for future in futures:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                results.append(future.result(timeout=remaining))
+            except (FutureTimeout, CancelledError) as err:
+                for pending in futures:
+                    pending.cancel()  # items not yet taken are skipped by the batcher
+                raise DeadlineExceeded(
+                    "the request was not answered within its deadline; the server is busy or "
+                    "a batch is stuck (see SMNEURON_REQUEST_DEADLINE_S)"
+                ) from err
+        return results
+
+    def health(self) -> tuple[bool, str]:
+        """(ok, reason): the thread is alive and no batch has run past ``stall_after_s``."""
+        with self._cond:
+            if self._died is not None or not self._thread.is_alive():
+                return False, f"batcher thread stopped: {self._died or 'unknown reason'}"
+            running = self._running_since
+        if running is not None and self.stall_after_s is not None:
+            elapsed = time.monotonic() - running
+            if elapsed > self.stall_after_s:
+                return False, f"a batch has been running for {elapsed:.0f}s"
+        return True, "ok"
 
     def stats(self) -> dict[str, Any]:
         with self._cond:
@@ -84,6 +165,19 @@ class DynamicBatcher:
             self._closed = True
             self._cond.notify_all()
         self._thread.join(timeout)
+
+    def _check_alive(self) -> None:
+        if self._closed:
+            raise RuntimeError("batcher is closed")
+        if self._died is not None or not self._thread.is_alive():
+            raise BatcherDied(
+                f"this worker's batcher thread stopped ({self._died or 'unknown reason'}); "
+                "the worker must be restarted",
+                headers={"Retry-After": "1"},
+            )
+
+    # ----------------------------------------------------------------------------------------
+    # The batcher thread
 
     def _oldest_key(self) -> Hashable | None:
         oldest = None
@@ -102,14 +196,41 @@ class DynamicBatcher:
                     self._cond.wait()
                     continue
                 queue = self._queues[key]
-                deadline = queue[0].arrived + self.max_delay_s
+                first = queue[0].arrived + self.max_delay_s
                 while len(queue) < self.max_batch and not self._closed:
-                    remaining = deadline - time.monotonic()
+                    remaining = first - time.monotonic()
                     if remaining <= 0:
                         break
                     self._cond.wait(remaining)
-                taken = [queue.popleft() for _ in range(min(self.max_batch, len(queue)))]
+                taken: list[_Pending] = []
+                now = time.monotonic()
+                while queue and len(taken) < self.max_batch:
+                    pending = queue.popleft()
+                    self._waiting -= 1
+                    # After this, cancel() fails: the caller waits for the result or its deadline.
+                    if not pending.future.set_running_or_notify_cancel():
+                        self.expired += 1
+                        continue
+                    if pending.deadline is not None and now >= pending.deadline:
+                        self.expired += 1
+                        pending.future.set_exception(
+                            DeadlineExceeded("the request's deadline passed while it queued")
+                        )
+                        continue
+                    taken.append(pending)
+                if not taken:
+                    continue
+                self._running_since = now
                 return key, taken
+
+    def _main(self) -> None:
+        try:
+            self._loop()
+        except BaseException as err:  # the thread is dying: nobody may wait on it
+            self._die(f"{type(err).__name__}: {err}")
+            if not isinstance(err, Exception):
+                raise
+            log.exception("batcher thread failed")
 
     def _loop(self) -> None:
         while True:
@@ -119,16 +240,27 @@ class DynamicBatcher:
             key, taken = work
             started = time.monotonic()
             try:
-                outputs = list(self._run_batch(key, [pending.item for pending in taken]))
-                if len(outputs) != len(taken):
-                    raise RuntimeError(
-                        f"batch function returned {len(outputs)} outputs for {len(taken)} items"
-                    )
-            except BaseException as err:
+                try:
+                    outputs = list(self._run_batch(key, [pending.item for pending in taken]))
+                    if len(outputs) != len(taken):
+                        raise RuntimeError(
+                            f"batch function returned {len(outputs)} outputs for {len(taken)} items"
+                        )
+                except Exception as err:
+                    for pending in taken:
+                        pending.future.set_exception(err)
+                    self._count(len(taken))
+                    continue
+            except BaseException as err:  # SystemExit & co. end the thread: fail its batch
                 for pending in taken:
-                    pending.future.set_exception(err)
-                self._count(len(taken))
-                continue
+                    if not pending.future.done():
+                        pending.future.set_exception(
+                            BatcherDied(f"the batcher thread stopped: {type(err).__name__}")
+                        )
+                raise
+            finally:
+                with self._cond:
+                    self._running_since = None
             forward = time.monotonic() - started
             self._count(len(taken))
             log.debug("batch key=%s size=%d forward_ms=%.1f", key, len(taken), forward * 1000)
@@ -136,6 +268,17 @@ class DynamicBatcher:
                 pending.future.set_result(
                     BatchResult(value, started - pending.arrived, forward, len(taken))
                 )
+
+    def _die(self, reason: str) -> None:
+        with self._cond:
+            self._died = reason
+            queued = [pending for queue in self._queues.values() for pending in queue]
+            self._queues.clear()
+            self._waiting = 0
+        log.error("batcher thread stopped (%s); failing %d queued items", reason, len(queued))
+        for pending in queued:
+            if pending.future.set_running_or_notify_cancel():
+                pending.future.set_exception(BatcherDied(f"the batcher thread stopped ({reason})"))
 
     def _count(self, size: int) -> None:
         with self._cond:

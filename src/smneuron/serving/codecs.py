@@ -26,6 +26,22 @@ class Inputs:
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How to read bodies where the format leaves a choice (from ``ServingSettings``).
+
+    Attributes:
+        csv_header: is the first CSV row a header? ``auto``: only when its first cell is
+            ``text`` or ``inputs`` and more rows follow; ``always``; ``never``.
+    """
+
+    csv_header: str = "auto"
+
+
+DEFAULT_OPTIONS = DecodeOptions()
+CSV_HEADER_NAMES = ("text", "inputs")
+
+
 def media_type(header: str | None) -> str:
     """``"application/json; charset=utf-8"`` -> ``"application/json"``."""
     return (header or "").split(";", 1)[0].strip().lower()
@@ -38,19 +54,41 @@ def _text(body: bytes) -> str:
         raise ClientError(f"request body is not valid UTF-8: {err}") from err
 
 
+def check_texts(texts: list[str], where: str = "input") -> list[str]:
+    """Every text must be encodable as UTF-8 (JSON can carry a lone surrogate like \\ud800)."""
+    for index, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ClientError(
+                f"{where} {index} is not valid Unicode text ({err.reason} at position "
+                f"{err.start}); send UTF-8 text without lone surrogates"
+            ) from err
+    return texts
+
+
 def _as_texts(value: Any, where: str) -> tuple[list[str], bool]:
     if isinstance(value, str):
-        return [value], True
+        return check_texts([value], where), True
     if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
-        return list(value), False
+        return check_texts(list(value), where), False
     raise ClientError(f"{where} must be a string or a non-empty list of strings")
 
 
-def decode_json(body: bytes) -> Inputs:
+def _json_value(text: str, where: str) -> Any:
+    """``json.loads`` whose every failure on client input is a ClientError."""
     try:
-        data = json.loads(_text(body))
+        return json.loads(text)
     except json.JSONDecodeError as err:
-        raise ClientError(f"request body is not valid JSON: {err}") from err
+        raise ClientError(f"{where} is not valid JSON: {err}") from err
+    except RecursionError as err:
+        raise ClientError(f"{where} is nested too deeply to read") from err
+    except ValueError as err:  # e.g. an integer over the 4,300-digit conversion limit
+        raise ClientError(f"{where} is not acceptable JSON: {err}") from err
+
+
+def decode_json(body: bytes, options: DecodeOptions = DEFAULT_OPTIONS) -> Inputs:
+    data = _json_value(_text(body), "request body")
     parameters: dict[str, Any] = {}
     if isinstance(data, dict):
         if "inputs" not in data:
@@ -63,15 +101,14 @@ def decode_json(body: bytes) -> Inputs:
     return Inputs(texts, parameters)
 
 
-def decode_jsonlines(body: bytes) -> Inputs:
+def decode_jsonlines(body: bytes, options: DecodeOptions = DEFAULT_OPTIONS) -> Inputs:
+    """One JSON value per line; lines end at ``\\n`` only (a U+2028 inside a string is text)."""
     texts: list[str] = []
-    for number, line in enumerate(_text(body).splitlines(), start=1):
+    for number, line in enumerate(_text(body).split("\n"), start=1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ClientError(f"line {number} is not valid JSON: {err}") from err
+        record = _json_value(line, f"line {number}")
         if isinstance(record, dict):
             record = record.get("inputs")
         if not isinstance(record, str):
@@ -79,49 +116,96 @@ def decode_jsonlines(body: bytes) -> Inputs:
         texts.append(record)
     if not texts:
         raise ClientError("request body has no JSON lines")
-    return Inputs(texts)
+    return Inputs(check_texts(texts, "line"))
 
 
-def decode_csv(body: bytes) -> Inputs:
-    """One text per row, first column; a header row named ``text`` or ``inputs`` is skipped."""
+def decode_csv(
+    body: bytes, options: DecodeOptions = DEFAULT_OPTIONS, *, header: str | None = None
+) -> Inputs:
+    """One text per row, first column. Header rule: ``options.csv_header`` (or ``header``):
+    ``auto`` skips a first row whose first cell is ``text`` or ``inputs`` when more rows
+    follow, ``always`` skips the first row, ``never`` keeps it."""
+    rule = header or options.csv_header
     try:
-        rows = [row for row in csv.reader(io.StringIO(_text(body))) if row]
+        rows = [row for row in csv.reader(io.StringIO(_text(body), newline="")) if row]
     except csv.Error as err:
         raise ClientError(f"request body is not valid CSV: {err}") from err
-    if rows and rows[0][0].strip().lower() in ("text", "inputs"):
+    if rows and (
+        rule == "always"
+        or (rule == "auto" and len(rows) > 1 and rows[0][0].strip().lower() in CSV_HEADER_NAMES)
+    ):
         rows = rows[1:]
     if not rows:
         raise ClientError("CSV body has no rows")
     return Inputs([row[0] for row in rows])
 
 
-def decode_text(body: bytes) -> Inputs:
+def decode_text(body: bytes, options: DecodeOptions = DEFAULT_OPTIONS) -> Inputs:
     text = _text(body)
     if not text.strip():
         raise ClientError("request body is empty")
     return Inputs([text])
 
 
-def decode_npy(body: bytes) -> Inputs:
-    """A 0-d or 1-d array of strings; pickled object arrays are refused."""
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def decode_npy(body: bytes, options: DecodeOptions = DEFAULT_OPTIONS) -> Inputs:
+    """A 0-d or 1-d array of strings (``<U`` or UTF-8 ``|S``), read without pickle.
+
+    The header is checked before any data is read: NPZ archives, pickles, object arrays,
+    numeric dtypes, more than one dimension and a shape the body does not hold are 400s.
+    """
     import numpy as np
 
+    if not body.startswith(NPY_MAGIC):
+        raise ClientError(
+            "request body is not an NPY array (expected the \\x93NUMPY magic; NPZ archives and "
+            "pickles are not accepted)"
+        )
+    stream = io.BytesIO(body)
     try:
-        array = np.load(io.BytesIO(body), allow_pickle=False)
-    except ValueError as err:  # object arrays need pickle: refused on purpose
-        raise ClientError(f"NPY body cannot be read without pickle (refused): {err}") from err
-    except (OSError, EOFError) as err:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f"unsupported NPY format version {version}")
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as err:
         raise ClientError(f"request body is not a valid NPY array: {err}") from err
-    if array.dtype.kind not in ("U", "S"):
-        raise ClientError(f"NPY body must hold strings, got dtype {array.dtype}")
-    if array.ndim > 1:
-        raise ClientError(f"NPY body must be 0-d or 1-d, got shape {array.shape}")
-    items = [
-        item.decode("utf-8") if isinstance(item, bytes) else str(item) for item in array.ravel()
-    ]
-    if not items:
+    if dtype.hasobject:
+        raise ClientError("NPY object arrays need pickle, which is refused; send a string array")
+    if dtype.kind not in ("U", "S"):
+        raise ClientError(f"NPY body must hold strings, got dtype {dtype}")
+    if len(shape) > 1:
+        raise ClientError(f"NPY body must be 0-d or 1-d, got shape {shape}")
+    if dtype.itemsize == 0:
+        raise ClientError(f"NPY dtype {dtype} holds no characters")
+    count = int(shape[0]) if shape else 1
+    data = body[stream.tell() :]
+    if count * dtype.itemsize != len(data):
+        raise ClientError(
+            f"NPY header declares shape {shape} of {dtype} ({count * dtype.itemsize} bytes) "
+            f"but the body holds {len(data)} bytes"
+        )
+    if count == 0:
         raise ClientError("NPY body is empty")
-    return Inputs(items)
+    if dtype.kind == "U":
+        # numpy would build an invalid str from a UCS-4 value above U+10FFFF.
+        codes = np.frombuffer(data, dtype=np.dtype(np.uint32).newbyteorder(dtype.byteorder))
+        if codes.size and int(codes.max()) > 0x10FFFF:
+            raise ClientError("NPY strings hold a code point above U+10FFFF")
+    values = np.frombuffer(data, dtype=dtype, count=count).tolist()
+    items: list[str] = []
+    for index, item in enumerate(values):
+        if isinstance(item, bytes):
+            try:
+                item = item.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ClientError(f"NPY item {index} is not UTF-8: {err}") from err
+        items.append(item)
+    return Inputs(check_texts(items, "NPY item"))
 
 
 def encode_json(result: Any) -> bytes:
@@ -134,7 +218,8 @@ def encode_jsonlines(result: Any) -> bytes:
 
 
 def encode_csv(result: Any) -> bytes:
-    """Classification: ``label,score`` per row; embeddings: the numbers of each row."""
+    """Classification: ``label,score`` per row (with ``top_k``: ``label,score,label,score…``
+    for every label returned, best first); embeddings: the numbers of each row."""
     records = result if isinstance(result, list) else [result]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -142,12 +227,18 @@ def encode_csv(result: Any) -> bytes:
         if isinstance(record, dict):
             writer.writerow([record.get("label"), record.get("score")])
         elif isinstance(record, list) and record and isinstance(record[0], dict):
-            writer.writerow([record[0].get("label"), record[0].get("score")])
+            writer.writerow([value for entry in record for value in _label_score(entry)])
         elif isinstance(record, list):
             writer.writerow(record)
         else:
             writer.writerow([record])
     return out.getvalue().encode("utf-8")
+
+
+def _label_score(entry: Any) -> tuple[Any, Any]:
+    if isinstance(entry, dict):
+        return entry.get("label"), entry.get("score")
+    return entry, ""
 
 
 def encode_npy(result: Any) -> bytes:
@@ -165,7 +256,7 @@ def encode_npy(result: Any) -> bytes:
     return buffer.getvalue()
 
 
-DECODERS: dict[str, Callable[[bytes], Inputs]] = {
+DECODERS: dict[str, Callable[[bytes, DecodeOptions], Inputs]] = {
     JSON: decode_json,
     JSONLINES: decode_jsonlines,
     CSV: decode_csv,
@@ -181,7 +272,9 @@ ENCODERS: dict[str, Callable[[Any], bytes]] = {
 }
 
 
-def decode(body: bytes, content_type: str | None) -> Inputs:
+def decode(
+    body: bytes, content_type: str | None, options: DecodeOptions = DEFAULT_OPTIONS
+) -> Inputs:
     """Decode a request body; 415 lists the supported types, 400 for a malformed body."""
     kind = media_type(content_type) or JSON
     decoder = DECODERS.get(kind)
@@ -189,7 +282,7 @@ def decode(body: bytes, content_type: str | None) -> Inputs:
         raise UnsupportedContentType(
             f"content type {kind!r} is not supported; use one of: {', '.join(DECODERS)}"
         )
-    return decoder(body)
+    return decoder(body, options)
 
 
 def encode(result: Any, accept: str) -> bytes:

@@ -18,9 +18,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from smneuron.errors import ArtifactError, NotAcceptable, SmneuronError
+from smneuron.errors import ArtifactError, ClientError, NotAcceptable, ServerError, SmneuronError
 from smneuron.serving import codecs
-from smneuron.serving.model import CompiledModel, load_compiled
+from smneuron.serving.model import CompiledModel, Limits, load_compiled
+from smneuron.serving.safety import enforce_offline, prepare_requirements
 from smneuron.serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class Context:
     custom_attributes: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     batch_sizes: list[int] = field(default_factory=list)
+    # time.monotonic() after which the request's batches are no longer waited for (504).
+    deadline: float | None = None
 
     @property
     def worker_index(self) -> int:
@@ -67,9 +70,13 @@ class Context:
 
 @dataclass(frozen=True)
 class Response:
+    """What a stack sends: status, body, Content-Type and any extra ``headers``
+    (e.g. ``Retry-After`` on a 503 from a full queue)."""
+
     body: bytes
     content_type: str
     status: int = 200
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 # --------------------------------------------------------------------------------------------
@@ -83,15 +90,58 @@ def default_model_fn(model_dir: str | Path, context: Context) -> CompiledModel:
         context.worker.backend,
         overflow=settings.overflow,
         max_delay_ms=settings.max_batch_delay_ms,
+        limits=Limits.from_settings(settings),
     )
 
 
 def default_input_fn(input_data: bytes, content_type: str, context: Context) -> codecs.Inputs:
-    return codecs.decode(input_data, content_type)
+    options = codecs.DecodeOptions(csv_header=context.settings.csv_header)
+    return codecs.decode(input_data, content_type, options)
 
 
-def default_predict_fn(data: codecs.Inputs, model: CompiledModel, context: Context) -> list[Any]:
-    prediction = model.predict(data.texts, data.parameters)
+PREDICT_INPUTS = (
+    'a str, a list of str, {"inputs": str or list of str, "parameters": dict} '
+    "or smneuron.serving.codecs.Inputs"
+)
+
+
+def as_inputs(data: Any) -> codecs.Inputs:
+    """What an ``input_fn`` naturally returns, as ``Inputs``; anything else is a 500 that
+    says which types the default ``predict_fn`` takes (the fault is in the server's code)."""
+    if isinstance(data, codecs.Inputs):
+        return data
+    if isinstance(data, str):
+        return codecs.Inputs([data])
+    if isinstance(data, list | tuple) and all(isinstance(item, str) for item in data):
+        return codecs.Inputs(list(data))
+    if isinstance(data, dict) and "inputs" in data:
+        inputs, parameters = data["inputs"], data.get("parameters") or {}
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if (
+            isinstance(inputs, list | tuple)
+            and all(isinstance(item, str) for item in inputs)
+            and isinstance(parameters, dict)
+        ):
+            return codecs.Inputs(list(inputs), dict(parameters))
+    raise ServerError(
+        f"the default predict_fn got {_describe(data)} from input_fn; it takes {PREDICT_INPUTS}"
+    )
+
+
+def _describe(data: Any) -> str:
+    if isinstance(data, dict):
+        return f"a dict with keys {sorted(map(str, data))[:5]}"
+    if isinstance(data, list | tuple):
+        kinds = sorted({type(item).__name__ for item in data})
+        return f"a {type(data).__name__} of {', '.join(kinds) or 'nothing'}"
+    return f"a {type(data).__name__}"
+
+
+def default_predict_fn(data: Any, model: CompiledModel, context: Context) -> list[Any]:
+    inputs = as_inputs(data)
+    codecs.check_texts(inputs.texts)
+    prediction = model.predict(inputs.texts, inputs.parameters, deadline=context.deadline)
     context.timings.update(prediction.timings)
     context.batch_sizes.extend(prediction.batch_sizes)
     return prediction.results
@@ -201,6 +251,8 @@ class Handler:
     @classmethod
     def load(cls, model_dir: Path, worker: WorkerInfo) -> Handler:
         started = time.monotonic()
+        enforce_offline()  # before user code or transformers is imported in this process
+        prepare_requirements(model_dir / "code", worker.settings.install_requirements)
         hooks = resolve_hooks(import_user_module(model_dir / "code"))
         users = [name for name, hook in hooks.items() if hook.user]
         log.info("handler hooks from code/inference.py: %s", ", ".join(users) or "none")
@@ -219,6 +271,21 @@ class Handler:
             warm()
         log.info("warm-up done in %.1fs", time.monotonic() - started)
 
+    def health(self) -> tuple[bool, str]:
+        """(ok, reason) for the runtime to poll: False when the model's batcher thread died or
+        a batch has run past the request deadline (the worker should then be replaced)."""
+        check = getattr(self.model, "health", None)
+        if not callable(check):
+            return True, "ok"
+        try:
+            ok, reason = check()
+        except Exception as err:  # a user model's health() is not ours to trust
+            return False, f"health check failed: {type(err).__name__}: {err}"
+        return bool(ok), str(reason)
+
+    def healthy(self) -> bool:
+        return self.health()[0]
+
     def response_type(self, accept: str | None) -> str:
         default = self.worker.settings.default_accept
         if not self.custom_output:
@@ -234,13 +301,14 @@ class Handler:
         accept: str | None,
         custom_attributes: str | None = None,
     ) -> Response:
+        started = time.monotonic()
         context = Context(
             self.worker,
             content_type=codecs.media_type(content_type) or codecs.JSON,
             accept=accept,
             custom_attributes=custom_attributes,
+            deadline=started + self.worker.settings.deadline_s,
         )
-        started = time.monotonic()
         response_type = self.response_type(accept)  # 406 before any work
         context.accept = response_type
         transform = self.hooks.get("transform_fn")
@@ -249,7 +317,7 @@ class Handler:
                 self.model, body, context.content_type, response_type, context=context
             )
         else:
-            data = self.hooks["input_fn"](body, context.content_type, context=context)
+            data = self.read_input(body, context)
             decoded = time.monotonic()
             prediction = self.hooks["predict_fn"](data, self.model, context=context)
             predicted = time.monotonic()
@@ -272,6 +340,21 @@ class Handler:
         )
         return response
 
+    def read_input(self, body: bytes, context: Context) -> Any:
+        """``input_fn``: the body was the client's, so a user hook's failure is a 400 with its
+        message (a ``SmneuronError`` keeps its own status; the default decoders raise only
+        ``ClientError`` on bad input, so a fault in them stays a 500)."""
+        hook = self.hooks["input_fn"]
+        if not hook.user:
+            return hook(body, context.content_type, context=context)
+        try:
+            return hook(body, context.content_type, context=context)
+        except SmneuronError:
+            raise
+        except Exception as err:
+            log.info("input_fn rejected the request", exc_info=True)
+            raise ClientError(str(err) or f"input_fn raised {type(err).__name__}") from err
+
 
 def to_response(output: Any, content_type: str) -> Response:
     """Accept ``bytes``, ``str`` or ``(body, content_type)`` from a hook."""
@@ -289,6 +372,12 @@ def to_response(output: Any, content_type: str) -> Response:
 
 
 def error_response(err: SmneuronError) -> Response:
+    """The JSON body of an error, with its status and the headers it carries."""
     import json
 
-    return Response(json.dumps(err.to_dict()).encode("utf-8"), codecs.JSON, err.status_code)
+    return Response(
+        json.dumps(err.to_dict()).encode("utf-8"),
+        codecs.JSON,
+        err.status_code,
+        tuple((str(name), str(value)) for name, value in err.headers.items()),
+    )

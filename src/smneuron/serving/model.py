@@ -15,12 +15,41 @@ from smneuron.artifact.manifest import (
     check_files,
     read_manifest,
 )
-from smneuron.errors import ArtifactError
+from smneuron.errors import ArtifactError, PayloadTooLarge
 from smneuron.serving.batcher import DynamicBatcher
 from smneuron.serving.shapes import choose_bucket, fit_tokens, pad_row
 from smneuron.serving.tasks import Postprocess, postprocessor
 
 log = logging.getLogger(__name__)
+
+WARM_UP_TIMEOUT_S = 1800.0  # a first Neuron forward may load for minutes, never forever
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The work one request may cost (docs/serving.md "Limits"; defaults = the settings').
+
+    Attributes:
+        max_inputs: texts per request; more is a 413.
+        max_text_chars: characters per text, checked before tokenizing: above it a text is
+            cut to this many characters (``overflow="truncate"``) or refused with a 413.
+        deadline_s: seconds a request may wait for its batches before a 504.
+        max_queue: items that may wait in this worker's batcher; above it a 503.
+    """
+
+    max_inputs: int = 1000
+    max_text_chars: int = 32768
+    deadline_s: float = 54.0
+    max_queue: int = 4096
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Limits:
+        return cls(
+            max_inputs=settings.max_inputs,
+            max_text_chars=settings.max_text_chars,
+            deadline_s=settings.deadline_s,
+            max_queue=settings.max_queue,
+        )
 
 
 @dataclass(frozen=True)
@@ -43,8 +72,10 @@ class CompiledModel:
         *,
         overflow: str = "truncate",
         max_delay_s: float = 0.005,
+        limits: Limits | None = None,
     ) -> None:
         self.manifest = manifest
+        self.limits = limits or Limits()
         self.tokenizer = tokenizer
         self.graphs = dict(graphs)
         self.overflow = overflow
@@ -56,7 +87,12 @@ class CompiledModel:
         start = probe.index(plain[0]) if plain and plain[0] in probe else len(probe)
         self.tail = probe[start + len(plain) :]
         self.batcher = DynamicBatcher(
-            self._run_batch, manifest.batch_size, max_delay_s, name="smneuron-batcher"
+            self._run_batch,
+            manifest.batch_size,
+            max_delay_s,
+            name="smneuron-batcher",
+            max_queue=self.limits.max_queue,
+            stall_after_s=self.limits.deadline_s,
         )
 
     def _run_batch(self, bucket: int, rows: list[tuple[list[int], list[int]]]) -> list[Any]:
@@ -72,8 +108,29 @@ class CompiledModel:
             output = output[0]
         return output[: len(rows)].float().tolist()
 
+    def check_inputs(self, texts: list[str]) -> list[str]:
+        """Apply the limits that hold before tokenizing: input count, characters per text."""
+        limits = self.limits
+        if len(texts) > limits.max_inputs:
+            raise PayloadTooLarge(
+                f"the request has {len(texts)} inputs, above the limit of {limits.max_inputs} "
+                "per request (SMNEURON_MAX_INPUTS); split it into smaller requests"
+            )
+        longest = max((len(text) for text in texts), default=0)
+        if longest <= limits.max_text_chars:
+            return texts
+        if self.overflow == "reject":
+            raise PayloadTooLarge(
+                f"an input has {longest} characters, above the limit of {limits.max_text_chars} "
+                "(SMNEURON_MAX_TEXT_CHARS); shorten it, or serve with SMNEURON_OVERFLOW=truncate"
+            )
+        # The largest bucket holds far fewer tokens than this many characters: cutting here
+        # keeps the tokens that survive truncation and bounds the tokenizer's work.
+        return [text[: limits.max_text_chars] for text in texts]
+
     def encode(self, texts: list[str]) -> list[tuple[int, tuple[list[int], list[int]]]]:
         """Tokenize each text into (bucket, (ids, mask)) of the bucket's exact length."""
+        texts = self.check_inputs(texts)
         encoded = self.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
         rows = []
         for ids in encoded:
@@ -81,13 +138,24 @@ class CompiledModel:
             rows.append((bucket, pad_row(fit_tokens(ids, bucket, self.tail), bucket, self.pad_id)))
         return rows
 
-    def predict(self, texts: list[str], parameters: Mapping[str, Any] | None = None) -> Prediction:
+    def predict(
+        self,
+        texts: list[str],
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        deadline: float | None = None,
+    ) -> Prediction:
+        """Run ``texts``; ``deadline`` (``time.monotonic()``) defaults to now + the limit's."""
         parameters = parameters or {}
         started = time.monotonic()
+        if not texts:
+            return Prediction(results=[], timings={}, batch_sizes=[])
+        if deadline is None:
+            deadline = started + self.limits.deadline_s
         rows = self.encode(texts)
         tokenized = time.monotonic()
-        futures = [self.batcher.submit(bucket, row) for bucket, row in rows]
-        outputs = [future.result() for future in futures]
+        futures = self.batcher.submit_many(rows, deadline)
+        outputs = self.batcher.wait(futures, deadline)
         done = time.monotonic()
         results = [self.postprocess(out.value, self.manifest.labels, parameters) for out in outputs]
         forward = max(out.forward_s for out in outputs)
@@ -108,15 +176,24 @@ class CompiledModel:
         for bucket in self.manifest.sequence_lengths:
             started = time.monotonic()
             row = pad_row([self.pad_id], bucket, self.pad_id)
-            self.batcher.submit(bucket, row).result()
+            self.batcher.wait([self.batcher.submit(bucket, row)], started + WARM_UP_TIMEOUT_S)
             log.info("warm-up bucket=%d in %.1f ms", bucket, (time.monotonic() - started) * 1000)
+
+    def health(self) -> tuple[bool, str]:
+        """(ok, reason) of the batcher thread that runs this model's graphs."""
+        return self.batcher.health()
 
     def close(self) -> None:
         self.batcher.close()
 
 
 def load_compiled(
-    model_dir: Path, backend: Any, *, overflow: str = "truncate", max_delay_ms: float = 5.0
+    model_dir: Path,
+    backend: Any,
+    *,
+    overflow: str = "truncate",
+    max_delay_ms: float = 5.0,
+    limits: Limits | None = None,
 ) -> CompiledModel:
     """Check the artifact against this host, then load its tokenizer and every bucket's graph."""
     from transformers import AutoTokenizer
@@ -151,5 +228,10 @@ def load_compiled(
         time.monotonic() - started,
     )
     return CompiledModel(
-        manifest, tokenizer, graphs, overflow=overflow, max_delay_s=max_delay_ms / 1000.0
+        manifest,
+        tokenizer,
+        graphs,
+        overflow=overflow,
+        max_delay_s=max_delay_ms / 1000.0,
+        limits=limits,
     )

@@ -11,6 +11,8 @@ from smneuron.errors import ConfigurationError
 from smneuron.job import Paths
 from smneuron.typed import parse_bool, parse_float, parse_int
 
+CSV_HEADER_RULES = ("auto", "always", "never")
+
 
 @dataclass(frozen=True)
 class ServingSettings:
@@ -33,10 +35,23 @@ class ServingSettings:
     log_format: str = "json"
     vmargs: str | None = None
     trust_remote_code: bool = False
+    max_inputs: int = 1000
+    max_text_chars: int = 32768
+    request_deadline_s: float | None = None  # None: 0.9 x model_server_timeout
+    max_queue: int = 4096
+    csv_header: str = "auto"
+    install_requirements: bool = False
 
     @property
     def max_payload_bytes(self) -> int:
         return self.max_payload_mb * 1024 * 1024
+
+    @property
+    def deadline_s(self) -> float:
+        """Per-request deadline in the batcher: answered (504) before the front's timeout."""
+        if self.request_deadline_s is not None:
+            return self.request_deadline_s
+        return 0.9 * self.model_server_timeout
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
@@ -61,6 +76,22 @@ class ServingSettings:
         threads = environ.get(ENV.THREADS_PER_WORKER)
         concurrent = environ.get(ENV.MAX_CONCURRENT_TRANSFORMS)
         delay = environ.get(ENV.MAX_BATCH_DELAY_MS)
+        csv_header = environ.get(ENV.CSV_HEADER, "auto").strip().lower() or "auto"
+        if csv_header not in CSV_HEADER_RULES:
+            raise ConfigurationError(
+                f"{ENV.CSV_HEADER}: {csv_header!r} is not one of: {', '.join(CSV_HEADER_RULES)}"
+            )
+        max_inputs = _env_int(environ, ENV.MAX_INPUTS, 1000, minimum=1)
+        max_queue = _env_int(environ, ENV.MAX_QUEUE, max(4096, max_inputs), minimum=1)
+        if max_queue < max_inputs:
+            raise ConfigurationError(
+                f"{ENV.MAX_QUEUE}: {max_queue} is below {ENV.MAX_INPUTS} ({max_inputs}); "
+                "a request that may be accepted must fit in the queue"
+            )
+        deadline = environ.get(ENV.REQUEST_DEADLINE_S, "").strip()
+        deadline_s = parse_float(deadline, ENV.REQUEST_DEADLINE_S) if deadline else None
+        if deadline_s is not None and deadline_s <= 0:
+            raise ConfigurationError(f"{ENV.REQUEST_DEADLINE_S}: {deadline_s} must be above 0")
         return cls(
             paths=Paths.from_env(environ),
             server=server,
@@ -82,5 +113,13 @@ class ServingSettings:
             vmargs=environ.get(ENV.MODEL_SERVER_VMARGS),
             trust_remote_code=parse_bool(
                 environ.get(ENV.TRUST_REMOTE_CODE, "false"), ENV.TRUST_REMOTE_CODE
+            ),
+            max_inputs=max_inputs,
+            max_text_chars=_env_int(environ, ENV.MAX_TEXT_CHARS, 32768, minimum=1),
+            request_deadline_s=deadline_s,
+            max_queue=max_queue,
+            csv_header=csv_header,
+            install_requirements=parse_bool(
+                environ.get(ENV.INSTALL_REQUIREMENTS, "false"), ENV.INSTALL_REQUIREMENTS
             ),
         )
