@@ -245,7 +245,8 @@ def encode_npy(result: Any) -> bytes:
     import numpy as np
 
     try:
-        array = np.asarray(result, dtype=np.float32)
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, as numpy casts
+            array = np.asarray(result, dtype=np.float32)
     except (TypeError, ValueError) as err:
         raise NotAcceptable(
             "application/x-npy can only carry numeric results (e.g. feature-extraction); "

@@ -112,3 +112,99 @@ def test_closed_batcher_refuses_work():
     batcher.close()
     with pytest.raises(RuntimeError):
         batcher.submit("k", 1)
+
+
+def _blocking(release: threading.Event, started: threading.Event | None = None):
+    def run(key, items):
+        if started is not None:
+            started.set()
+        release.wait(30)
+        return items
+
+    return run
+
+
+def test_a_stuck_batch_is_a_504_at_the_deadline_and_the_worker_reports_it():
+    import time
+
+    from smneuron.errors import DeadlineExceeded
+
+    release, started = threading.Event(), threading.Event()
+    batcher = DynamicBatcher(
+        _blocking(release, started), max_batch=2, max_delay_s=0, stall_after_s=0.05
+    )
+    try:
+        deadline = time.monotonic() + 0.2
+        futures = batcher.submit_many([("k", 1)], deadline)
+        assert started.wait(5)
+        with pytest.raises(DeadlineExceeded) as caught:
+            batcher.wait(futures, deadline)
+        assert caught.value.status_code == 504
+        ok, reason = batcher.health()
+        assert not ok and "running for" in reason
+        # Queued behind the stuck batch: expired before it costs a forward.
+        late = batcher.submit_many([("k", 2)], time.monotonic() + 0.05)
+        with pytest.raises(DeadlineExceeded):
+            batcher.wait(late, time.monotonic() + 0.1)
+        release.set()
+        assert batcher.submit("k", 3).result(5).value == 3
+        assert batcher.health() == (True, "ok")
+        assert batcher.expired >= 1
+    finally:
+        release.set()
+        batcher.close()
+
+
+def test_a_full_queue_refuses_with_503_and_retry_after():
+    from smneuron.errors import Overloaded
+
+    release, started = threading.Event(), threading.Event()
+    batcher = DynamicBatcher(_blocking(release, started), max_batch=1, max_delay_s=0, max_queue=3)
+    try:
+        first = batcher.submit("k", 0)
+        assert started.wait(5)  # the running item has left the queue
+        queued = batcher.submit_many([("k", 1), ("k", 2)])
+        with pytest.raises(Overloaded) as caught:
+            batcher.submit_many([("k", 3), ("k", 4)])  # all or nothing
+        assert caught.value.status_code == 503
+        assert caught.value.headers == {"Retry-After": "1"}
+        assert batcher.submit("k", 5).done() is False  # one more still fits
+        release.set()
+        assert [f.result(5).value for f in [first, *queued]] == [0, 1, 2]
+    finally:
+        release.set()
+        batcher.close()
+
+
+class _Fatal(BaseException):
+    """Stands for what ends a thread (SystemExit, KeyboardInterrupt) in a forward."""
+
+
+def test_a_dead_batcher_thread_fails_its_callers_fast_and_reports_unhealthy():
+    from smneuron.serving.batcher import BatcherDied
+
+    release = threading.Event()
+
+    def run(key, items):
+        release.wait(5)
+        raise _Fatal("gone")
+
+    batcher = DynamicBatcher(run, max_batch=1, max_delay_s=0)
+    original_hook = threading.excepthook
+    threading.excepthook = lambda args: None  # the thread's death is the point of the test
+    try:
+        running = batcher.submit("k", 1)
+        queued = batcher.submit("k", 2)
+        release.set()
+        for future in (running, queued):
+            with pytest.raises(BatcherDied) as caught:
+                future.result(5)
+            assert caught.value.status_code == 503
+        batcher._thread.join(5)
+        ok, reason = batcher.health()
+        assert not ok and "_Fatal" in reason
+        with pytest.raises(BatcherDied):
+            batcher.submit("k", 3)  # later requests fail at once instead of queueing
+    finally:
+        threading.excepthook = original_hook
+        batcher.close()

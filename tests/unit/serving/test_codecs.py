@@ -115,3 +115,96 @@ def test_negotiate_default_is_configurable_and_406_lists_supported():
     assert "application/json" in caught.value.message
     with pytest.raises(NotAcceptable):
         codecs.negotiate("text/csv;q=0", "application/json")
+
+
+def test_jsonlines_splits_on_newline_only():
+    body = '"one\u2028still one"\n"two\u0085\u2029still two"\r\n"three"'.encode()
+    assert codecs.decode(body, "application/jsonlines").texts == [
+        "one\u2028still one",
+        "two\u0085\u2029still two",
+        "three",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("rule", "body", "texts"),
+    [
+        ("auto", b"text\nhello\n", ["hello"]),
+        ("auto", b"Inputs,label\nhello,1\n", ["hello"]),
+        ("auto", b"text\n", ["text"]),  # a lone row is data: nothing follows a header
+        ("auto", b"hello\ntext\n", ["hello", "text"]),
+        ("always", b"message\nhello\n", ["hello"]),
+        ("never", b"text\nhello\n", ["text", "hello"]),
+    ],
+)
+def test_csv_header_rule(rule, body, texts):
+    options = codecs.DecodeOptions(csv_header=rule)
+    assert codecs.decode(body, "text/csv", options).texts == texts
+
+
+def test_csv_header_rule_is_a_setting():
+    from smneuron.errors import ConfigurationError
+    from smneuron.serving.settings import ServingSettings
+
+    assert ServingSettings.from_env({}).csv_header == "auto"
+    assert ServingSettings.from_env({"SMNEURON_CSV_HEADER": "Never"}).csv_header == "never"
+    with pytest.raises(ConfigurationError, match="SMNEURON_CSV_HEADER"):
+        ServingSettings.from_env({"SMNEURON_CSV_HEADER": "sometimes"})
+
+
+def test_csv_output_with_top_k_has_every_label():
+    ranked = [
+        [{"label": "spam", "score": 0.75}, {"label": "ham", "score": 0.25}],
+        [{"label": "ham", "score": 0.5}, {"label": "spam", "score": 0.5}],
+    ]
+    assert codecs.encode(ranked, "text/csv") == b"spam,0.75,ham,0.25\nham,0.5,spam,0.5\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"[" * 100_000, "nested too deeply"),
+        (b'{"inputs": ' + b"1" * 5000 + b"}", "4300"),
+        (b'"\\ud800"', "surrogate"),
+    ],
+)
+def test_json_that_python_cannot_hold_is_400_with_the_reason(body, reason):
+    with pytest.raises(ClientError, match=reason) as caught:
+        codecs.decode(body, "application/json")
+    assert caught.value.status_code == 400
+
+
+def _npy_header(shape: str) -> bytes:
+    header = f"{{'descr': '<U4', 'fortran_order': False, 'shape': {shape}, }}".encode()
+    header += b" " * (63 - (len(header) + 10) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + b"abcd"
+
+
+def _npz() -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, inputs=np.array(["a"]))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (_npz(), "not an NPY array"),
+        (_npy_header("(10000000000,)"), "declares shape"),
+        (_npy(np.array([b"\xff"])), "not UTF-8"),
+        (_npy(np.array([["a"]])), "0-d or 1-d"),
+        (_npy(np.arange(3)), "must hold strings"),
+    ],
+)
+def test_npy_that_would_crash_or_allocate_is_400_with_the_reason(body, reason):
+    with pytest.raises(ClientError, match=reason):
+        codecs.decode(body, "application/x-npy")
+
+
+def test_npy_bytes_and_zero_d_strings():
+    assert codecs.decode(_npy(np.array([b"caf\xc3\xa9"])), "application/x-npy").texts == ["café"]
+    assert codecs.decode(_npy(np.array("one")), "application/x-npy").texts == ["one"]
+    assert codecs.decode(_npy(np.array(["a", "b"], dtype=">U1")), "application/x-npy").texts == [
+        "a",
+        "b",
+    ]
