@@ -93,6 +93,8 @@ def _raw(name: str, request: bytes, expected: int, also: tuple[int, ...] = ()) -
 
 DEEP = 100_000
 HUGE_INT = b"9" * 5000
+DEEP_OBJECT = b'{"inputs": ' + b'{"a": ' * DEEP + b"1" + b"}" * DEEP + b"}"
+HUGE_TOP_K = b'{"inputs": "x", "parameters": {"top_k": ' + HUGE_INT + b"}}"
 
 CASES: list[Case] = [
     # JSON
@@ -100,9 +102,9 @@ CASES: list[Case] = [
     _post("json-empty-body", b"", JSON, 400),
     _post("json-no-content-type-empty", b"", None, 400),
     _post("json-deep-list", b"[" * DEEP + b"]" * DEEP, JSON, 400),
-    _post("json-deep-object", b'{"inputs": ' + b'{"a": ' * DEEP + b"1" + b"}" * DEEP + b"}", JSON, 400),
+    _post("json-deep-object", DEEP_OBJECT, JSON, 400),
     _post("json-huge-int", b'{"inputs": ' + HUGE_INT + b"}", JSON, 400),
-    _post("json-huge-int-top-k", b'{"inputs": "x", "parameters": {"top_k": ' + HUGE_INT + b"}}", JSON, 400),
+    _post("json-huge-int-top-k", HUGE_TOP_K, JSON, 400),
     _post("json-lone-surrogate", b'"\\ud800"', JSON, 400),
     _post("json-lone-surrogate-in-list", b'{"inputs": ["ok", "\\udfff"]}', JSON, 400),
     _post("json-inputs-number", b'{"inputs": 3}', JSON, 400),

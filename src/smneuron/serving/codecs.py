@@ -222,16 +222,20 @@ def encode_csv(result: Any) -> bytes:
     for every label returned, best first); embeddings: the numbers of each row."""
     records = result if isinstance(result, list) else [result]
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    minimal = csv.writer(out, lineterminator="\n")
+    # With "\n" rows, QUOTE_MINIMAL leaves a lone "\r" unquoted and a reader splits on it.
+    quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
     for record in records:
         if isinstance(record, dict):
-            writer.writerow([record.get("label"), record.get("score")])
+            row = [record.get("label"), record.get("score")]
         elif isinstance(record, list) and record and isinstance(record[0], dict):
-            writer.writerow([value for entry in record for value in _label_score(entry)])
+            row = [value for entry in record for value in _label_score(entry)]
         elif isinstance(record, list):
-            writer.writerow(record)
+            row = list(record)
         else:
-            writer.writerow([record])
+            row = [record]
+        risky = any(isinstance(value, str) and "\r" in value for value in row)
+        (quoted if risky else minimal).writerow(row)
     return out.getvalue().encode("utf-8")
 
 

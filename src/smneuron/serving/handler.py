@@ -135,7 +135,7 @@ def _describe(data: Any) -> str:
     if isinstance(data, list | tuple):
         kinds = sorted({type(item).__name__ for item in data})
         return f"a {type(data).__name__} of {', '.join(kinds) or 'nothing'}"
-    return f"a {type(data).__name__}"
+    return f"a value of type {type(data).__name__}"
 
 
 def default_predict_fn(data: Any, model: CompiledModel, context: Context) -> list[Any]:

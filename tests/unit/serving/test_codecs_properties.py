@@ -51,7 +51,10 @@ def test_random_bytes_are_inputs_or_400(content_type, body):
 
 @pytest.mark.parametrize("content_type", list(codecs.DECODERS))
 @PROPERTY
-@given(body=st.binary(max_size=200), prefix=st.sampled_from([b"", b"\x93NUMPY\x01\x00", b"{", b"["]))
+@given(
+    body=st.binary(max_size=200),
+    prefix=st.sampled_from([b"", b"\x93NUMPY\x01\x00", b"\x93NUMPY\x02\x00", b"{", b"["]),
+)
 def test_prefixed_random_bytes_are_inputs_or_400(content_type, body, prefix):
     decodes_or_400(prefix + body, content_type)
 

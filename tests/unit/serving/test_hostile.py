@@ -6,8 +6,8 @@ import json
 import logging
 
 import pytest
-
 from hostile import HANDLER_CASES, problems
+
 from smneuron.job import Paths
 from smneuron.serving.runtime import WorkerRuntime
 from smneuron.serving.settings import ServingSettings
