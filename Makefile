@@ -13,7 +13,7 @@ SYNCED := $(VENV)/.synced
 LINTED := src tests handlers scripts examples benchmarks
 
 .PHONY: setup venv lint format docs test test-unit test-integration test-docker engine demo \
-	demo-host images push bench clean
+	demo-host images push bench fuzz clean
 
 $(SYNCED): pyproject.toml constraints/cpu.txt constraints/dev.txt
 	@test -x $(PYTHON) || $(BOOTSTRAP_PYTHON) -m venv $(VENV)
@@ -58,6 +58,9 @@ push: venv  ## push both images to ECR (AWS_DEFAULT_REGION; SMNEURON_REGISTRY ov
 
 bench: venv  ## serving throughput/latency/startup figures on this host (prints a table)
 	$(PYTHON) benchmarks/serving.py
+
+fuzz: venv  ## 10,000 generated requests against a local `serve` (gunicorn): statuses, 5xx, deaths
+	$(PYTHON) tests/fuzz/fuzzing.py --cases 10000 --seconds 900
 
 engine:  ## install and start a Docker engine where none answers (idempotent; root)
 	bash scripts/docker-engine.sh
