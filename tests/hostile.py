@@ -147,6 +147,7 @@ CASES: list[Case] = [
     _post("npy-float-dtype", _npy(np.zeros(3)), NPY, 400),
     _post("npy-2d-strings", _npy(np.array([["a", "b"]])), NPY, 400),
     _post("npy-non-utf8-bytes", _npy(np.array([b"ok", b"\xff\xfe"])), NPY, 400),
+    _post("npy-header-unclosed-paren", _npy_header("(3,"), NPY, 400),
     _post("npy-truncated-header", b"\x93NUMPY\x01\x00\xff\x00{'descr'", NPY, 400),
     _post("npy-empty-array", _npy(np.array([], dtype="<U1")), NPY, 400),
     _post("npy-empty-body", b"", NPY, 400),

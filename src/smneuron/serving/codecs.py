@@ -172,7 +172,7 @@ def decode_npy(body: bytes, options: DecodeOptions = DEFAULT_OPTIONS) -> Inputs:
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
         else:
             raise ValueError(f"unsupported NPY format version {version}")
-    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as err:
+    except Exception as err:  # numpy parses the header with tokenize/ast: any of their errors
         raise ClientError(f"request body is not a valid NPY array: {err}") from err
     if dtype.hasobject:
         raise ClientError("NPY object arrays need pickle, which is refused; send a string array")

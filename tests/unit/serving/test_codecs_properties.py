@@ -111,6 +111,14 @@ def test_npy_round_trip(texts):
 
 
 @PROPERTY
+@given(header=st.text(st.sampled_from("{}()[]',:. 0123'descrshapeU<"), max_size=80))
+def test_npy_header_of_any_text_is_inputs_or_400(header):
+    raw = header.encode() + b"\n"
+    body = b"\x93NUMPY\x01\x00" + len(raw).to_bytes(2, "little") + raw + b"abcd"
+    decodes_or_400(body, codecs.NPY)
+
+
+@PROPERTY
 @given(
     shape=st.lists(st.integers(-5, 10**12), max_size=3).map(tuple),
     descr=st.sampled_from(["<U4", ">U2", "|S3", "<f8", "|O", "<U0", "|V8", "bogus"]),
