@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
 from hostserver import Server, run_load  # noqa: E402
+
 from servingfixtures import build_artifact  # noqa: E402
 
 

@@ -249,3 +249,68 @@ def run_load(
         thread.join()
     figures.rss_end_kb = sample()
     return figures
+
+
+# ---- raw HTTP, for what a well-behaved client library will not send
+
+
+def raw_exchange(
+    port: int, payload: bytes, replies: int = 1, timeout: float = 10, head: bool = False
+) -> list[dict]:
+    """Send raw bytes on one connection; parse up to ``replies`` HTTP responses from it
+    (``head``: answers to HEAD, which have no body whatever their Content-Length)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+        conn.sendall(payload)
+        buffer, parsed = b"", []
+        deadline = time.monotonic() + timeout
+        while len(parsed) < replies and time.monotonic() < deadline:
+            while b"\r\n\r\n" not in buffer:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return parsed
+                buffer += chunk
+            header_block, buffer = buffer.split(b"\r\n\r\n", 1)
+            lines = header_block.decode("latin-1").split("\r\n")
+            headers = {k.lower(): v.strip() for k, v in (h.split(":", 1) for h in lines[1:])}
+            length = 0 if head else int(headers.get("content-length", "0"))
+            while len(buffer) < length:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                buffer += chunk
+            body, buffer = buffer[:length], buffer[length:]
+            parsed.append({"status": int(lines[0].split()[1]), "headers": headers, "body": body})
+        return parsed
+
+
+def assert_json_error(reply: dict, status: int | tuple[int, ...]) -> dict:
+    statuses = (status,) if isinstance(status, int) else status
+    assert reply["status"] in statuses, reply
+    assert reply["headers"]["content-type"].startswith("application/json"), reply
+    data = json.loads(reply["body"])
+    assert data["code"] == reply["status"] and data["error"] and data["type"]
+    return data
+
+
+def request_bytes(method: str, path: str, headers: dict[str, str], body: bytes = b"") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: localhost"]
+    lines += [f"{key}: {value}" for key, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+PING = request_bytes("GET", "/ping", {})
+
+# Smuggling-style framing: each must be a 4xx JSON, never read as a body or a second request.
+HOSTILE = {
+    "negative Content-Length": ({"Content-Length": "-1"}, b"hello"),
+    "duplicate Content-Length": ({"Content-Length": "5\r\nContent-Length: 6"}, b"hello!"),
+    "Content-Length 1_0": ({"Content-Length": "1_0"}, b"hellohello"),
+    "Content-Length and chunked": (
+        {"Content-Length": "4", "Transfer-Encoding": "chunked"},
+        b"5\r\nhello\r\n0\r\n\r\n",
+    ),
+    "Transfer-Encoding xchunked": ({"Transfer-Encoding": "xchunked"}, b"5\r\nhello\r\n0\r\n\r\n"),
+    "non-hex chunk size": ({"Transfer-Encoding": "chunked"}, b"zz\r\nhello\r\n0\r\n\r\n"),
+    "negative chunk size": ({"Transfer-Encoding": "chunked"}, b"-1\r\nhello\r\n0\r\n\r\n"),
+    "huge chunk size": ({"Transfer-Encoding": "chunked"}, b"fffffffffffffffff\r\nhi\r\n0\r\n\r\n"),
+}

@@ -9,7 +9,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from hostserver import Server, require_nginx
+from hostserver import (
+    HOSTILE,
+    PING,
+    Server,
+    assert_json_error,
+    raw_exchange,
+    request_bytes,
+    require_nginx,
+)
 
 from servingfixtures import LABELS, with_handler
 
@@ -130,53 +138,6 @@ def test_ping_is_not_in_the_access_log(server):
 # ---- the front (nginx): methods, limits, hostile framing, slow clients
 
 
-def raw_exchange(
-    server, payload: bytes, replies: int = 1, timeout: float = 10, head: bool = False
-) -> list[dict]:
-    """Send raw bytes on one connection; parse up to ``replies`` HTTP responses from it
-    (``head``: answers to HEAD, which have no body whatever their Content-Length)."""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as conn:
-        conn.sendall(payload)
-        buffer, parsed = b"", []
-        deadline = time.monotonic() + timeout
-        while len(parsed) < replies and time.monotonic() < deadline:
-            while b"\r\n\r\n" not in buffer:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return parsed
-                buffer += chunk
-            head, buffer = buffer.split(b"\r\n\r\n", 1)
-            lines = head.decode("latin-1").split("\r\n")
-            headers = {k.lower(): v.strip() for k, v in (h.split(":", 1) for h in lines[1:])}
-            length = 0 if head else int(headers.get("content-length", "0"))
-            while len(buffer) < length:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    break
-                buffer += chunk
-            body, buffer = buffer[:length], buffer[length:]
-            parsed.append({"status": int(lines[0].split()[1]), "headers": headers, "body": body})
-        return parsed
-
-
-def assert_json_error(reply: dict, status: int | tuple[int, ...]) -> dict:
-    statuses = (status,) if isinstance(status, int) else status
-    assert reply["status"] in statuses, reply
-    assert reply["headers"]["content-type"].startswith("application/json"), reply
-    data = json.loads(reply["body"])
-    assert data["code"] == reply["status"] and data["error"] and data["type"]
-    return data
-
-
-def request_bytes(method: str, path: str, headers: dict[str, str], body: bytes = b"") -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: localhost"]
-    lines += [f"{key}: {value}" for key, value in headers.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-
-
-PING = request_bytes("GET", "/ping", {})
-
-
 @pytest.mark.parametrize(
     ("method", "path"),
     [
@@ -191,7 +152,7 @@ PING = request_bytes("GET", "/ping", {})
 )
 def test_wrong_methods_are_405_json(server, method, path):
     payload = request_bytes(method, path, {"Content-Length": "0"})
-    replies = raw_exchange(server, payload, head=method == "HEAD")
+    replies = raw_exchange(server.port, payload, head=method == "HEAD")
     assert replies and replies[0]["status"] == 405, replies
     assert replies[0]["headers"]["allow"] in ("GET", "POST")
     if method != "HEAD":  # a HEAD answer has no body by definition
@@ -199,7 +160,7 @@ def test_wrong_methods_are_405_json(server, method, path):
 
 
 def test_unknown_route_is_404_json(server):
-    assert_json_error(raw_exchange(server, request_bytes("GET", "/nothing", {}))[0], 404)
+    assert_json_error(raw_exchange(server.port, request_bytes("GET", "/nothing", {}))[0], 404)
 
 
 def test_chunked_body_over_the_limit_is_refused_not_truncated(server):
@@ -208,7 +169,7 @@ def test_chunked_body_over_the_limit_is_refused_not_truncated(server):
     payload = request_bytes(
         "POST", "/invocations", {"Content-Type": "text/plain", "Transfer-Encoding": "chunked"}
     )
-    data = assert_json_error(raw_exchange(server, payload + chunks + b"0\r\n\r\n")[0], 413)
+    data = assert_json_error(raw_exchange(server.port, payload + chunks + b"0\r\n\r\n")[0], 413)
     assert "6 MB" in data["error"]
 
 
@@ -218,31 +179,16 @@ def test_chunked_body_under_the_limit_is_de_chunked(server):
     payload = request_bytes(
         "POST", "/invocations", {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
     )
-    reply = raw_exchange(server, payload + chunked)[0]
+    reply = raw_exchange(server.port, payload + chunked)[0]
     assert reply["status"] == 200, reply
     assert len(json.loads(reply["body"])) == 2
-
-
-HOSTILE = {
-    "negative Content-Length": ({"Content-Length": "-1"}, b"hello"),
-    "duplicate Content-Length": ({"Content-Length": "5\r\nContent-Length: 6"}, b"hello!"),
-    "Content-Length 1_0": ({"Content-Length": "1_0"}, b"hellohello"),
-    "Content-Length and chunked": (
-        {"Content-Length": "4", "Transfer-Encoding": "chunked"},
-        b"5\r\nhello\r\n0\r\n\r\n",
-    ),
-    "Transfer-Encoding xchunked": ({"Transfer-Encoding": "xchunked"}, b"5\r\nhello\r\n0\r\n\r\n"),
-    "non-hex chunk size": ({"Transfer-Encoding": "chunked"}, b"zz\r\nhello\r\n0\r\n\r\n"),
-    "negative chunk size": ({"Transfer-Encoding": "chunked"}, b"-1\r\nhello\r\n0\r\n\r\n"),
-    "huge chunk size": ({"Transfer-Encoding": "chunked"}, b"fffffffffffffffff\r\nhi\r\n0\r\n\r\n"),
-}
 
 
 @pytest.mark.parametrize("case", HOSTILE)
 def test_smuggling_style_headers_are_4xx_json_and_the_server_stays_up(server, case):
     headers, body = HOSTILE[case]
     payload = request_bytes("POST", "/invocations", {"Content-Type": "text/plain", **headers})
-    replies = raw_exchange(server, payload + body + PING, replies=2)
+    replies = raw_exchange(server.port, payload + body + PING, replies=2)
     assert replies, f"{case}: no answer at all"
     data = assert_json_error(replies[0], (400, 413))
     assert "Traceback" not in data["error"]
@@ -261,7 +207,7 @@ def test_chunk_trailers_are_consumed_and_the_next_request_is_answered(server):
     payload = request_bytes(
         "POST", "/invocations", {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
     )
-    replies = raw_exchange(server, payload + chunked + PING, replies=2)
+    replies = raw_exchange(server.port, payload + chunked + PING, replies=2)
     assert [r["status"] for r in replies] == [200, 200], replies
     assert json.loads(replies[1]["body"])["status"] == "ready"
 
