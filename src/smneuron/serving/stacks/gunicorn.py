@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -119,16 +120,13 @@ def run_gunicorn(settings: ServingSettings, runtime_dir: Path) -> int:
         """
 
         def run(self) -> None:
-            loaded = self.app.loaded
-            while self.alive and not loaded.wait(1.0):
-                self.notify()
-                if self.ppid != os.getppid():
-                    return
+            # Until loaded (and forever after a failed load): heartbeat only, accept nothing.
             while self.alive and self.app.runtime.state != "ready":
                 self.notify()
                 if self.ppid != os.getppid():
-                    return
-                loaded.wait(1.0)
+                    return  # the arbiter is gone
+                if self.app.loaded.wait(1.0) and self.app.runtime.state != "ready":
+                    time.sleep(1.0)  # the load failed: stay, without spinning
             if self.alive:
                 super().run()
 

@@ -19,11 +19,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from smneuron.errors import ConfigurationError, ServerError
 from smneuron.serving.runtime import read_failure, ready_workers
 from smneuron.serving.stacks import nginx
 from smneuron.serving.stacks.nginx import Upstream
+
+if TYPE_CHECKING:
+    from smneuron.serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +168,7 @@ class Supervisor:
 
     def __init__(
         self,
-        settings,  # ServingSettings (not imported for the type: keeps this module light)
+        settings: ServingSettings,
         runtime_dir: Path,
         workers: int,
         server: ModelServer,
