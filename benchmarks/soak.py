@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             args.stack,
             work,
             work / "server.log",
-            {"SAGEMAKER_MODEL_SERVER_WORKERS": str(args.workers), "SMNEURON_LOG_LEVEL": "WARNING"},
+            {"SAGEMAKER_MODEL_SERVER_WORKERS": str(args.workers)},
         )
         try:
             server.wait_ready()
