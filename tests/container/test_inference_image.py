@@ -252,7 +252,9 @@ def test_health_kill_and_sigterm_in_the_image(
         after = [code for t, code in pings if t > killed_at]
         print(f"{stack}: failures {failures}; /ping after kill {sorted(set(map(str, after)))}")
         assert after and after[-1] == 200
-        assert len(failures) <= 4 and all(t <= killed_at for t, _ in failures), failures
+        # In flight on the killed worker: started before the kill, or in the few ms before
+        # the server sees the death.
+        assert len(failures) <= 4 and all(t <= killed_at + 0.5 for t, _ in failures), failures
 
         with ThreadPoolExecutor(1) as pool:
             in_flight = pool.submit(

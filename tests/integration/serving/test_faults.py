@@ -19,6 +19,7 @@ from servingfixtures import with_handler
 pytestmark = pytest.mark.slow
 
 STACKS = ["gunicorn", "mms"]
+DEATH_NOTICED_S = 0.5
 
 
 def start(tmp_path, classifier_dir, stack, workers=1, handler="faults", corrupt=False):
@@ -98,9 +99,10 @@ def test_killing_one_worker_under_load_fails_only_its_requests(tmp_path, classif
         assert after_kill and after_kill[-1] == 200, after_kill
         assert pings[-1][1] == 200
         # Only what was in flight on the killed worker may fail: at most one request per
-        # client, each started before the kill.
+        # client, each started before the kill or in the moment the server needs to see the
+        # death (MMS hands a job to the dead worker until its socket closes: a few ms).
         assert len(failed) <= clients, failed
-        assert all(t <= killed_at for t, _ in failed), (killed_at, failed)
+        assert all(t <= killed_at + DEATH_NOTICED_S for t, _ in failed), (killed_at, failed)
         # The killed worker is replaced and its slot ready again.
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and server.worker_pids().get(victim_slot) in (
