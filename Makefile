@@ -13,7 +13,7 @@ SYNCED := $(VENV)/.synced
 LINTED := src tests handlers scripts examples benchmarks
 
 .PHONY: setup venv lint format docs test test-unit test-integration test-docker engine demo \
-	demo-host images push bench fuzz clean
+	demo-host images push bench fuzz soak clean
 
 $(SYNCED): pyproject.toml constraints/cpu.txt constraints/dev.txt
 	@test -x $(PYTHON) || $(BOOTSTRAP_PYTHON) -m venv $(VENV)
@@ -61,6 +61,12 @@ bench: venv  ## serving throughput/latency/startup figures on this host (prints 
 
 fuzz: venv  ## 10,000 generated requests against a local `serve` (gunicorn): statuses, 5xx, deaths
 	$(PYTHON) tests/fuzz/fuzzing.py --cases 10000 --seconds 900
+
+DURATION ?= 600
+CONCURRENCY ?= 32
+STACK ?= gunicorn
+soak: venv  ## serve under load on loopback (STACK, CONCURRENCY=32, DURATION=600 s): errors, p50/p99, RSS growth
+	$(PYTHON) benchmarks/soak.py --stack $(STACK) --concurrency $(CONCURRENCY) --duration $(DURATION)
 
 engine:  ## install and start a Docker engine where none answers (idempotent; root)
 	bash scripts/docker-engine.sh

@@ -15,10 +15,8 @@ def neuron_host(tmp_path, monkeypatch):
     version = tmp_path / "version"
     monkeypatch.setattr(driver, "SYS_MODULE_VERSION", str(version))
     started = []
-    from smneuron.serving.stacks import gunicorn, mms
-
-    monkeypatch.setattr(gunicorn, "run_gunicorn", lambda *a, **k: started.append("gunicorn") or 0)
-    monkeypatch.setattr(mms, "run_mms", lambda *a, **k: started.append("mms") or 0)
+    # nginx + the model server start in run_stack: recording the call is "a stack started".
+    monkeypatch.setattr(entry, "run_stack", lambda *a, **k: started.append("stack") or 0)
     return version, started
 
 

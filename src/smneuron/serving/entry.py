@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 from smneuron.errors import SmneuronError
+from smneuron.serving.runtime import Layout
 from smneuron.serving.settings import ServingSettings
 
 log = logging.getLogger("smneuron.serve")
@@ -60,19 +60,35 @@ def serve(settings: ServingSettings) -> int:
         settings.max_payload_mb,
     )
     runtime_dir = Path(tempfile.mkdtemp(prefix="smneuron-serve-"))
-    owner = os.getpid()
+    log.info("runtime_dir=%s", runtime_dir)
     try:
         layout.write(runtime_dir)
-        if settings.server == "gunicorn":
-            from smneuron.serving.stacks.gunicorn import run_gunicorn
-
-            return run_gunicorn(settings, runtime_dir, layout.workers, layout.http_threads)
-        from smneuron.serving.stacks.mms import run_mms
-
-        return run_mms(settings, runtime_dir, layout)
+        return run_stack(settings, runtime_dir, layout)
     finally:
-        if os.getpid() == owner:  # forked gunicorn workers unwind through here too
-            shutil.rmtree(runtime_dir, ignore_errors=True)
+        shutil.rmtree(runtime_dir, ignore_errors=True)
+
+
+def run_stack(settings: ServingSettings, runtime_dir: Path, layout: Layout) -> int:
+    """nginx + the chosen model server, supervised until SIGTERM; the exit status."""
+    from smneuron.serving.runtime import execution_parameters
+    from smneuron.serving.stacks.supervisor import Supervisor
+
+    if settings.server == "gunicorn":
+        from smneuron.serving.stacks.gunicorn import gunicorn_server
+
+        server = gunicorn_server(settings, runtime_dir, layout)
+    else:
+        from smneuron.serving.stacks.mms import mms_server
+
+        server = mms_server(settings, runtime_dir, layout)
+    supervisor = Supervisor(
+        settings,
+        runtime_dir,
+        layout.workers,
+        server,
+        execution_parameters(settings, layout.workers),
+    )
+    return supervisor.run()
 
 
 if __name__ == "__main__":  # pragma: no cover

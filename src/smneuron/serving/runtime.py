@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from smneuron.accelerator import worker_env
+from smneuron.env import ENV
 from smneuron.errors import NotReady, ServerError, SmneuronError
 from smneuron.serving.handler import Handler, Response, WorkerInfo, error_response
 from smneuron.serving.settings import ServingSettings
@@ -70,12 +71,67 @@ def claim_slot(runtime_dir: Path, slots: int) -> tuple[int, Any]:
     raise ServerError(f"all {slots} worker slots are taken; a worker was started twice")
 
 
+READY_PREFIX = "ready-"
+FAILURE_FILE = "failure"
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def mark_ready(runtime_dir: Path, slot: int) -> None:
     """Record that the worker in ``slot`` (this process) has loaded and warmed up."""
-    path = runtime_dir / f"ready-{slot}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"pid": os.getpid()}), encoding="utf-8")
-    os.replace(tmp, path)
+    _write_atomically(runtime_dir / f"{READY_PREFIX}{slot}.json", json.dumps({"pid": os.getpid()}))
+
+
+def clear_ready(runtime_dir: Path, slot: int | None = None, pid: int | None = None) -> None:
+    """Withdraw ready markers: ``slot``'s, or every one naming ``pid`` (a worker that ended)."""
+    slots = [slot] if slot is not None else range(_marker_count(runtime_dir))
+    for index in slots:
+        path = runtime_dir / f"{READY_PREFIX}{index}.json"
+        if pid is None or _marker_pid(path) == pid:
+            path.unlink(missing_ok=True)
+
+
+def _marker_count(runtime_dir: Path) -> int:
+    names = [p.stem[len(READY_PREFIX) :] for p in runtime_dir.glob(f"{READY_PREFIX}*.json")]
+    return max((int(n) + 1 for n in names if n.isdigit()), default=0)
+
+
+def record_failure(runtime_dir: Path, message: str) -> None:
+    """Keep a worker's load failure where the supervisor reads /ping's reason from."""
+    _write_atomically(runtime_dir / FAILURE_FILE, message)
+
+
+def read_failure(runtime_dir: Path) -> str | None:
+    try:
+        return (runtime_dir / FAILURE_FILE).read_text("utf-8", errors="replace").strip() or None
+    except OSError:
+        return None
+
+
+def _marker_pid(path: Path) -> int | None:
+    try:
+        return int(json.loads(path.read_text("utf-8"))["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def process_alive(pid: int) -> bool:
+    """True for a running process; a zombie (dead, not yet reaped) does not count."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): the signal probe is all there is
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
 def ready_workers(runtime_dir: Path, slots: int) -> int:
@@ -83,31 +139,23 @@ def ready_workers(runtime_dir: Path, slots: int) -> int:
     counts once it has loaded again)."""
     count = 0
     for slot in range(slots):
-        try:
-            pid = json.loads((runtime_dir / f"ready-{slot}.json").read_text("utf-8"))["pid"]
-            os.kill(int(pid), 0)
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        count += 1
+        pid = _marker_pid(runtime_dir / f"{READY_PREFIX}{slot}.json")
+        if pid is not None and process_alive(pid):
+            count += 1
     return count
 
 
-class Readiness:
-    """/ping's answer for a pool of workers: every worker ready the first time, then any one
-    (so that one restarting worker does not fail the platform's health check)."""
+def pin_neuron_cores(cores: tuple[int, ...]) -> None:
+    """Give the Neuron runtime of THIS worker process its core range, before it initialises.
 
-    def __init__(self, runtime_dir: Path | None, workers: int) -> None:
-        self.runtime_dir = runtime_dir
-        self.workers = workers
-        self.all_ready_once = False
-
-    def check(self) -> tuple[bool, str]:
-        if self.runtime_dir is None:
-            return False, "no runtime directory"
-        ready = ready_workers(self.runtime_dir, self.workers)
-        if ready >= self.workers:
-            self.all_ready_once = True
-        return bool(ready) and self.all_ready_once, f"{ready} of {self.workers} workers ready"
+    The Neuron runtime reads ``NEURON_RT_VISIBLE_CORES`` from its own process environment at
+    init, and a worker's slot (hence its cores) is only known inside the worker: gunicorn forks
+    workers and the MMS JVM spawns them, both with the server's environment. So this is the one
+    place a process sets its own environment; no parent's environment is touched, and children
+    elsewhere get a copy (``worker_env``).
+    """
+    os.environ.update(worker_env({}, cores))
+    os.environ.pop(ENV.NEURON_NUM_CORES, None)
 
 
 class WorkerRuntime:
@@ -124,28 +172,35 @@ class WorkerRuntime:
         self.workers = 1
         self._lock = threading.Lock()
 
-    def _worker_info(self) -> WorkerInfo:
+    def _read_layout(self) -> Layout:
         from smneuron.accelerator import detect_backend
-        from smneuron.artifact.backends import get_backend
 
         if self.runtime_dir is not None and (self.runtime_dir / LAYOUT_FILE).is_file():
-            layout = Layout.read(self.runtime_dir)
-        else:
-            layout = Layout(backend=self.settings.accelerator or detect_backend(), workers=1)
-        index, self._slot_lock = (
-            claim_slot(self.runtime_dir, layout.workers) if self.runtime_dir else (0, None)
-        )
-        self.slot, self.workers = index, layout.workers
-        cores = layout.core_ranges[index] if layout.core_ranges else None
+            return Layout.read(self.runtime_dir)
+        return Layout(backend=self.settings.accelerator or detect_backend(), workers=1)
+
+    def _claim_slot(self, layout: Layout) -> int:
+        """Take a free worker slot (held until this process exits); 0 without a runtime dir."""
+        if self.runtime_dir is None:
+            return 0
+        index, self._slot_lock = claim_slot(self.runtime_dir, layout.workers)
+        return index
+
+    def _worker_info(self) -> WorkerInfo:
+        """Read the layout, claim a slot, pin its cores and threads; who this worker is."""
+        from smneuron.artifact.backends import get_backend
+
+        layout = self._read_layout()
+        self.slot, self.workers = self._claim_slot(layout), layout.workers
+        cores = layout.core_ranges[self.slot] if layout.core_ranges else None
         if cores is not None:
-            # This process's own environment, before the Neuron runtime reads it at init.
-            os.environ.update(worker_env({}, cores))
+            pin_neuron_cores(cores)
         if layout.torch_threads:
             import torch
 
             torch.set_num_threads(layout.torch_threads)
-        log.info("worker slot=%d cores=%s backend=%s", index, cores, layout.backend)
-        return WorkerInfo(index, cores, self.settings, get_backend(layout.backend))
+        log.info("worker slot=%d cores=%s backend=%s", self.slot, cores, layout.backend)
+        return WorkerInfo(self.slot, cores, self.settings, get_backend(layout.backend))
 
     def load(self) -> None:
         """Load and warm up; failures are kept for /ping and logged with what to do."""
@@ -172,29 +227,23 @@ class WorkerRuntime:
             self.state = "failed"
             self.error = message
         log.error("model not loaded: %s", message)
+        if self.runtime_dir is not None:
+            record_failure(self.runtime_dir, message)
 
-    def load_in_background(self) -> threading.Thread:
+    def load_in_background(self) -> threading.Event:
+        """Load in a thread; the returned event is set once the load has ended, either way."""
+        done = threading.Event()
+
         def run() -> None:
             try:
                 self.load()
             except Exception:
-                pass
+                pass  # kept in self.error and the failure file; load() logged it
+            finally:
+                done.set()
 
-        thread = threading.Thread(target=run, name="smneuron-load", daemon=True)
-        thread.start()
-        return thread
-
-    def ping(self, readiness: Readiness | None = None) -> Response:
-        """200 once the model is loaded and warmed up (in every worker, given ``readiness``)."""
-        if self.state == "ready":
-            if readiness is None:
-                return Response(b'{"status": "ready"}', "application/json")
-            ready, status = readiness.check()
-            if ready:
-                return Response(b'{"status": "ready"}', "application/json")
-            return error_response(NotReady(f"the model is loading ({status})"))
-        message = self.error or "the model is loading"
-        return error_response(NotReady(message))
+        threading.Thread(target=run, name="smneuron-load", daemon=True).start()
+        return done
 
     def invoke(
         self,

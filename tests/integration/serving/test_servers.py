@@ -1,94 +1,34 @@
-"""Host integration: `serve` in a subprocess with each stack, real HTTP requests."""
+"""Host integration: `serve` (nginx + each stack) in a subprocess, real HTTP requests."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
+from hostserver import (
+    HOSTILE,
+    PING,
+    Server,
+    assert_json_error,
+    raw_exchange,
+    request_bytes,
+    require_nginx,
+)
 
 from servingfixtures import LABELS, with_handler
 
 pytestmark = pytest.mark.slow
-
-START_TIMEOUT_S = 240
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Server:
-    def __init__(self, stack: str, base: Path, log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        env = dict(os.environ)
-        env.update(
-            {
-                "SAGEMAKER_BASE_DIR": str(base),
-                "SAGEMAKER_BIND_TO_PORT": str(self.port),
-                "SMNEURON_SERVER": stack,
-                "SMNEURON_ACCELERATOR": "cpu",
-                "SMNEURON_MAX_BATCH_DELAY_MS": "50",
-                "SMNEURON_LOG_FORMAT": "json",
-                "HF_HUB_OFFLINE": "1",
-                "OMP_NUM_THREADS": "1",
-            }
-        )
-        self.log = open(log_path, "wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", "from smneuron.serving.entry import main; main()"],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        self.ping_statuses: list[int | str] = []
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log_text()[-3000:]
-            try:
-                status = requests.get(self.url + "/ping", timeout=2).status_code
-            except requests.ConnectionError:
-                status = "refused"
-            if not self.ping_statuses or self.ping_statuses[-1] != status:
-                self.ping_statuses.append(status)
-            if status == 200:
-                return
-            time.sleep(0.25)
-        raise AssertionError(f"not ready in {START_TIMEOUT_S}s: {self.log_text()[-3000:]}")
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int | None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(40)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self.log.close()
-        return self.process.returncode
 
 
 @pytest.fixture(scope="module", params=["gunicorn", "mms"])
 def server(request, tmp_path_factory, classifier_dir):
     import shutil
 
+    require_nginx()
     base = tmp_path_factory.mktemp(f"serve-{request.param}")
     shutil.copytree(classifier_dir, base / "model")
     with_handler(base, "integration")
@@ -193,3 +133,119 @@ def test_ping_is_not_in_the_access_log(server):
     text = server.log_text()
     assert "/execution-parameters" in text
     assert "/ping" not in text
+
+
+# ---- the front (nginx): methods, limits, hostile framing, slow clients
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("HEAD", "/ping"),
+        ("PUT", "/invocations"),
+        ("DELETE", "/ping"),
+        ("PATCH", "/invocations"),
+        ("GET", "/invocations"),
+        ("POST", "/execution-parameters"),
+        ("BREW", "/invocations"),
+    ],
+)
+def test_wrong_methods_are_405_json(server, method, path):
+    payload = request_bytes(method, path, {"Content-Length": "0"})
+    replies = raw_exchange(server.port, payload, head=method == "HEAD")
+    assert replies and replies[0]["status"] == 405, replies
+    assert replies[0]["headers"]["allow"] in ("GET", "POST")
+    if method != "HEAD":  # a HEAD answer has no body by definition
+        assert_json_error(replies[0], 405)
+
+
+def test_unknown_route_is_404_json(server):
+    assert_json_error(raw_exchange(server.port, request_bytes("GET", "/nothing", {}))[0], 404)
+
+
+def test_chunked_body_over_the_limit_is_refused_not_truncated(server):
+    chunk = b"x" * 65536
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(7 * 16))  # 7 MB
+    payload = request_bytes(
+        "POST", "/invocations", {"Content-Type": "text/plain", "Transfer-Encoding": "chunked"}
+    )
+    data = assert_json_error(raw_exchange(server.port, payload + chunks + b"0\r\n\r\n")[0], 413)
+    assert "6 MB" in data["error"]
+
+
+def test_chunked_body_under_the_limit_is_de_chunked(server):
+    body = json.dumps({"inputs": ["free prize", "lunch?"]}).encode()
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    payload = request_bytes(
+        "POST", "/invocations", {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+    )
+    reply = raw_exchange(server.port, payload + chunked)[0]
+    assert reply["status"] == 200, reply
+    assert len(json.loads(reply["body"])) == 2
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_smuggling_style_headers_are_4xx_json_and_the_server_stays_up(server, case):
+    headers, body = HOSTILE[case]
+    payload = request_bytes("POST", "/invocations", {"Content-Type": "text/plain", **headers})
+    replies = raw_exchange(server.port, payload + body + PING, replies=2)
+    assert replies, f"{case}: no answer at all"
+    data = assert_json_error(replies[0], (400, 413))
+    assert "Traceback" not in data["error"]
+    # Either nginx closed the connection after its 4xx (and said so) or it answered the next
+    # request on it: the pipelined /ping is never silently swallowed into the bad body.
+    if len(replies) == 1:
+        assert replies[0]["headers"].get("connection") == "close", replies[0]
+    else:
+        assert replies[1]["status"] == 200
+    assert server.ping() == 200
+
+
+def test_chunk_trailers_are_consumed_and_the_next_request_is_answered(server):
+    body = b'"free prize"'
+    chunked = b"%x\r\n%s\r\n0\r\nX-Checksum: abc\r\n\r\n" % (len(body), body)
+    payload = request_bytes(
+        "POST", "/invocations", {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+    )
+    replies = raw_exchange(server.port, payload + chunked + PING, replies=2)
+    assert [r["status"] for r in replies] == [200, 200], replies
+    assert json.loads(replies[1]["body"])["status"] == "ready"
+
+
+def test_ping_and_a_request_are_answered_while_500_slow_clients_hang(server):
+    slow = []
+    try:
+        for _ in range(500):
+            conn = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            conn.sendall(b"POST /invocations HTTP/1.1\r\nHost: localhost\r\nContent-Ty")
+            slow.append(conn)
+        began = time.monotonic()
+        assert requests.get(server.url + "/ping", timeout=2).status_code == 200
+        print(
+            f"{server.stack}: /ping in {1000 * (time.monotonic() - began):.1f} ms "
+            "with 500 slow-header connections open"
+        )
+        reply = post(server, json.dumps({"inputs": "free prize"}), timeout=30)
+        assert reply.status_code == 200, reply.text
+    finally:
+        for conn in slow:
+            conn.close()
+
+
+def test_a_predict_fn_that_raises_is_500_and_the_worker_stays(server):
+    before = server.worker_pids()
+    reply = post(server, b'{"inputs": "x", "parameters": {"raise": true}}')
+    assert reply.status_code == 500 and reply.json()["code"] == 500
+    assert post(server, b'"hello"').status_code == 200
+    assert server.worker_pids() == before
+    assert server.ping() == 200
+
+
+def test_soak_smoke(server):
+    """`make soak` for ~20 s at concurrency 8: no errors, figures printed."""
+    from hostserver import run_load
+
+    figures = run_load(server.url, duration_s=20, concurrency=8, pids=server.worker_pids)
+    print(f"{server.stack}: {figures.summary()}")
+    assert figures.requests > 0
+    assert figures.errors == 0, figures.error_samples

@@ -8,9 +8,10 @@ from smneuron.artifact.manifest import Manifest
 from smneuron.errors import AcceleratorError
 from smneuron.job import Paths
 from smneuron.serving.layout import plan_layout
-from smneuron.serving.runtime import Layout, Readiness, claim_slot, mark_ready
+from smneuron.serving.runtime import Layout, claim_slot, mark_ready
 from smneuron.serving.settings import ServingSettings
 from smneuron.serving.stacks.mms import mms_properties, write_stub_model
+from smneuron.serving.stacks.supervisor import Readiness
 
 
 def manifest(cores: int = 1, batch: int = 4) -> Manifest:
@@ -53,7 +54,7 @@ def test_layout_roundtrip_and_slots(tmp_path):
     first, handle_a = claim_slot(tmp_path, 2)
     assert first == 0
     readiness = Readiness(tmp_path, 2)
-    assert readiness.check() == (False, "0 of 2 workers ready")
+    assert readiness.check() == (False, "the model is loading (0 of 2 workers ready)")
     mark_ready(tmp_path, 0)
     mark_ready(tmp_path, 1)
     assert readiness.check() == (True, "2 of 2 workers ready")

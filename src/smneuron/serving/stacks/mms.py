@@ -1,10 +1,10 @@
-"""The MMS stack: write MMS's config, start its JVM, register the model, run the front.
+"""The MMS stack: MMS's config, its JVM as the supervisor's child, the model registration.
 
 MMS (multi-model-server, the engine under ``sagemaker-inference``) is started directly with
 our own ``config.properties`` so that every limit comes from ``ServingSettings``: request and
 response sizes, workers per model, response timeout, JVM arguments. Its backend workers
-run ``smneuron.serving.stacks.mms_service:handle``. MMS listens on loopback ports; the public
-port is the front's (see ``smneuron.serving.stacks.front``).
+run ``smneuron.serving.stacks.mms_service:handle``. MMS listens on loopback ports only; nginx
+owns the public port (see ``smneuron.serving.stacks.nginx``).
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ import json
 import logging
 import os
 import shlex
-import signal
 import socket
-import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,11 +24,11 @@ from pathlib import Path
 
 from smneuron.accelerator import worker_env
 from smneuron.env import ENV
-from smneuron.errors import ConfigurationError
-from smneuron.serving.runtime import Layout, Readiness, execution_parameters
+from smneuron.errors import ConfigurationError, ServerError
+from smneuron.serving.runtime import Layout, record_failure
 from smneuron.serving.settings import ServingSettings
-from smneuron.serving.stacks.front import FrontConfig, make_server, serve_in_thread, wait_until
-from smneuron.serving.stacks.mms_service import FAILURE_FILE
+from smneuron.serving.stacks.nginx import Upstream
+from smneuron.serving.stacks.supervisor import ModelServer
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +37,9 @@ STUB_DIR = "mms-model"
 HANDLER = "smneuron.serving.stacks.mms_service:handle"
 # Responses are not bounded by the request limit: batch transform answers up to 100 MB.
 MAX_RESPONSE_BYTES = 100 * 1024 * 1024
-# MMS's own request limit sits above ours, so that the front's JSON 413 is the one users see.
+# MMS's own request limit sits above ours, so that nginx's JSON 413 is the one users see.
 REQUEST_HEADROOM_BYTES = 1024 * 1024
 STARTUP_TIMEOUT_S = 120.0
-STOP_GRACE_S = 15.0
 
 LOG4J2 = """<?xml version="1.0" encoding="UTF-8"?>
 <Configuration>
@@ -194,8 +192,15 @@ def _management_up(port: int) -> bool:
         return False
 
 
-def run_mms(settings: ServingSettings, runtime_dir: Path, layout: Layout) -> int:
-    """Start MMS and the front; forward SIGTERM/SIGINT; reap MMS and its workers."""
+def mms_server(settings: ServingSettings, runtime_dir: Path, layout: Layout) -> ModelServer:
+    """Write MMS's config and stub model; the child ``serve`` supervises for this stack."""
+    import shutil
+
+    if shutil.which("java", path=_java_path()) is None:
+        raise ConfigurationError(
+            "MMS needs Java 17 (java on PATH or JAVA_HOME); install it or serve with "
+            "SMNEURON_SERVER=gunicorn"
+        )
     inference_port, management_port = free_port(), free_port()
     config = runtime_dir / "config.properties"
     config.write_text(
@@ -211,88 +216,37 @@ def run_mms(settings: ServingSettings, runtime_dir: Path, layout: Layout) -> int
     log4j = runtime_dir / "log4j2.xml"
     level = "debug" if settings.log_level == "DEBUG" else "info"
     log4j.write_text(LOG4J2.replace("{level}", level), encoding="utf-8")
-    # Bind the public port first: SageMaker expects it to accept within moments of start.
-    front = make_server(
-        FrontConfig(
-            port=settings.port,
-            backend_port=inference_port,
-            readiness=Readiness(runtime_dir, layout.workers),
-            predict_path=f"/predictions/{MODEL_NAME}",
-            max_payload_bytes=settings.max_payload_bytes,
-            max_payload_mb=settings.max_payload_mb,
-            execution_parameters=execution_parameters(settings, layout.workers),
-            failure_file=runtime_dir / FAILURE_FILE,
-            timeout_s=settings.model_server_timeout + 5,
-        )
-    )
-    serve_in_thread(front)
     env = worker_env(os.environ, None, layout.torch_threads)
     env[ENV.RUNTIME_DIR] = str(runtime_dir)
-    command = jvm_command(settings, runtime_dir, config, log4j)
-    log.info("starting MMS: %s", " ".join(command))
-    try:
-        process = subprocess.Popen(command, env=env, start_new_session=True)
-    except FileNotFoundError as err:
-        front.shutdown()
-        front.server_close()
-        raise ConfigurationError(
-            "MMS needs Java 17 (java on PATH or JAVA_HOME); install it or serve with "
-            "SMNEURON_SERVER=gunicorn"
-        ) from err
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("received %s: stopping", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def register() -> None:
-        if not wait_until(
-            lambda: stop.is_set() or _management_up(management_port), STARTUP_TIMEOUT_S
-        ):
-            log.error("MMS did not open its management port within %.0fs", STARTUP_TIMEOUT_S)
-            stop.set()
-            return
-        if stop.is_set():
-            return
+    def register(stop: threading.Event) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not _management_up(management_port):
+            if stop.is_set():
+                return
+            if time.monotonic() > deadline:
+                raise ServerError(
+                    f"MMS did not open its management port within {STARTUP_TIMEOUT_S:.0f}s"
+                )
+            stop.wait(0.5)
         try:
             register_model(settings, layout, management_port)
         except (OSError, urllib.error.URLError) as err:
             body = err.read().decode("utf-8", "replace") if hasattr(err, "read") else ""
-            log.error("MMS refused the model: %s %s", err, body)
-            (runtime_dir / FAILURE_FILE).write_text(f"MMS refused the model: {err} {body}")
+            record_failure(runtime_dir, f"MMS refused the model: {err} {body}".strip())
+            raise ServerError(f"MMS refused the model: {err} {body}") from err
 
-    threading.Thread(target=register, name="smneuron-register", daemon=True).start()
-    try:
-        while not stop.is_set():
-            if process.poll() is not None:
-                log.error("MMS exited with status %s", process.returncode)
-                break
-            stop.wait(0.5)
-    finally:
-        front.shutdown()
-        front.server_close()
-        code = _stop_group(process)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0 if stop.is_set() else (code or 1)
+    return ModelServer(
+        name="mms",
+        command=jvm_command(settings, runtime_dir, config, log4j),
+        env=env,
+        upstream=Upstream(f"127.0.0.1:{inference_port}", f"/predictions/{MODEL_NAME}", 32),
+        after_start=register,
+    )
 
 
-def _stop_group(process: subprocess.Popen) -> int:
-    """SIGTERM MMS and its workers (one process group), SIGKILL after a grace period."""
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            process.wait(STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            log.warning("MMS did not stop in %.0fs: killing it", STOP_GRACE_S)
-    try:
-        os.killpg(process.pid, signal.SIGKILL)  # leftover backend workers
-    except (ProcessLookupError, PermissionError):
-        pass
-    return process.wait()
+def _java_path() -> str | None:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home:
+        return str(Path(java_home) / "bin")
+    return None

@@ -19,7 +19,6 @@ from smneuron.serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 
-FAILURE_FILE = "failure"
 CUSTOM_ATTRIBUTES = "x-amzn-sagemaker-custom-attributes"
 
 _runtime: Any = None
@@ -47,12 +46,7 @@ def _load() -> None:
     configure_logging(settings.log_level, settings.log_format)
     runtime_dir = Path(os.environ[ENV.RUNTIME_DIR]) if os.environ.get(ENV.RUNTIME_DIR) else None
     runtime = WorkerRuntime(settings, runtime_dir)
-    try:
-        runtime.load()
-    except Exception:
-        if runtime_dir is not None:
-            (runtime_dir / FAILURE_FILE).write_text(runtime.error or "load failed", "utf-8")
-        raise
+    runtime.load()  # a failure is kept in the runtime dir for /ping, and fails this worker
     batch = getattr(getattr(runtime.handler, "model", None), "manifest", None)
     _pool = ThreadPoolExecutor(max_workers=max(1, batch.batch_size if batch else 1))
     _runtime = runtime
