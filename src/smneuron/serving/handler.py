@@ -83,6 +83,7 @@ def default_model_fn(model_dir: str | Path, context: Context) -> CompiledModel:
         context.worker.backend,
         overflow=settings.overflow,
         max_delay_ms=settings.max_batch_delay_ms,
+        trust_remote_code=settings.trust_remote_code,
     )
 
 

@@ -5,16 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from smneuron.env import ENV, _env_int, accelerator_override
-from smneuron.errors import ConfigurationError
+from smneuron.env import ENV, accelerator_override, read
 from smneuron.job import Paths
-from smneuron.typed import parse_bool, parse_float, parse_int
 
 
 @dataclass(frozen=True)
 class ServingSettings:
-    """Everything ``serve`` reads from the environment."""
+    """Everything ``serve`` reads from the environment (declared in ``smneuron.env``)."""
 
     paths: Paths
     server: str = "mms"
@@ -41,46 +40,26 @@ class ServingSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
         environ = os.environ if environ is None else environ
-        server = environ.get(ENV.SERVER, "mms").strip().lower() or "mms"
-        if server not in ("mms", "gunicorn"):
-            raise ConfigurationError(f"{ENV.SERVER}: {server!r} is not one of: mms, gunicorn")
-        overflow = environ.get(ENV.OVERFLOW, "truncate").strip().lower() or "truncate"
-        if overflow not in ("truncate", "reject"):
-            raise ConfigurationError(
-                f"{ENV.OVERFLOW}: {overflow!r} is not one of: truncate, reject"
-            )
-        strategy = environ.get(ENV.BATCH_STRATEGY, "MULTI_RECORD").strip().upper()
-        if strategy not in ("MULTI_RECORD", "SINGLE_RECORD"):
-            raise ConfigurationError(
-                f"{ENV.BATCH_STRATEGY}: {strategy!r} is not one of: MULTI_RECORD, SINGLE_RECORD"
-            )
-        payload = _env_int(environ, ENV.MAX_PAYLOAD_IN_MB, 6, minimum=1)
-        if payload > 100:
-            raise ConfigurationError(f"{ENV.MAX_PAYLOAD_IN_MB}: {payload} is above the maximum 100")
-        workers = environ.get(ENV.MODEL_SERVER_WORKERS)
-        threads = environ.get(ENV.THREADS_PER_WORKER)
-        concurrent = environ.get(ENV.MAX_CONCURRENT_TRANSFORMS)
-        delay = environ.get(ENV.MAX_BATCH_DELAY_MS)
+
+        def value(name: str) -> Any:
+            return read(name, environ)
+
         return cls(
             paths=Paths.from_env(environ),
-            server=server,
-            port=_env_int(environ, ENV.BIND_TO_PORT, 8080, minimum=1),
-            max_payload_mb=payload,
-            workers=parse_int(workers, ENV.MODEL_SERVER_WORKERS) if workers else None,
-            threads_per_worker=parse_int(threads, ENV.THREADS_PER_WORKER) if threads else None,
-            model_server_timeout=_env_int(environ, ENV.MODEL_SERVER_TIMEOUT, 60, minimum=1),
-            max_concurrent_transforms=(
-                parse_int(concurrent, ENV.MAX_CONCURRENT_TRANSFORMS) if concurrent else None
-            ),
-            batch_strategy=strategy,
-            default_accept=environ.get(ENV.DEFAULT_ACCEPT, "application/json"),
-            max_batch_delay_ms=parse_float(delay, ENV.MAX_BATCH_DELAY_MS) if delay else 5.0,
-            overflow=overflow,
+            server=value(ENV.SERVER),
+            port=value(ENV.BIND_TO_PORT),
+            max_payload_mb=value(ENV.MAX_PAYLOAD_IN_MB),
+            workers=value(ENV.MODEL_SERVER_WORKERS),
+            threads_per_worker=value(ENV.THREADS_PER_WORKER),
+            model_server_timeout=value(ENV.MODEL_SERVER_TIMEOUT),
+            max_concurrent_transforms=value(ENV.MAX_CONCURRENT_TRANSFORMS),
+            batch_strategy=value(ENV.BATCH_STRATEGY),
+            default_accept=value(ENV.DEFAULT_ACCEPT),
+            max_batch_delay_ms=value(ENV.MAX_BATCH_DELAY_MS),
+            overflow=value(ENV.OVERFLOW),
             accelerator=accelerator_override(environ),
-            log_level=environ.get(ENV.LOG_LEVEL, "INFO").upper(),
-            log_format=environ.get(ENV.LOG_FORMAT, "json").lower(),
-            vmargs=environ.get(ENV.MODEL_SERVER_VMARGS),
-            trust_remote_code=parse_bool(
-                environ.get(ENV.TRUST_REMOTE_CODE, "false"), ENV.TRUST_REMOTE_CODE
-            ),
+            log_level=value(ENV.LOG_LEVEL).upper(),
+            log_format=value(ENV.LOG_FORMAT),
+            vmargs=value(ENV.MODEL_SERVER_VMARGS),
+            trust_remote_code=value(ENV.TRUST_REMOTE_CODE),
         )
