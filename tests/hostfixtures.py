@@ -33,7 +33,7 @@ HOST_SPECIFIC = (
     ENV.ACCELERATOR,
     ENV.TRAINING_WORKER,
     ENV.RANK,
-    ENV.LOCAL_RANK,
+    "LOCAL_RANK",  # set by torchrun, read by transformers
     ENV.WORLD_SIZE,
     ENV.NEURON_VISIBLE_CORES,
     ENV.NEURON_NUM_CORES,

@@ -14,9 +14,9 @@ import shutil
 import sys
 from collections.abc import Mapping, Sequence
 
+from smneuron.env import ENV
 from smneuron.job import Paths
 
-ROLE_ENV = "SMNEURON_IMAGE_ROLE"  # training | inference
 ROLES = {"training": "train", "inference": "serve"}
 
 
@@ -24,7 +24,7 @@ def choose_command(argv: Sequence[str], environ: Mapping[str, str]) -> list[str]
     """The command line to exec for the container's arguments."""
     if argv:
         return list(argv)
-    role = environ.get(ROLE_ENV, "").strip().lower()
+    role = environ.get(ENV.IMAGE_ROLE, "").strip().lower()
     if role in ROLES:
         return [ROLES[role]]
     if Paths.from_env(environ).hyperparameters.is_file():

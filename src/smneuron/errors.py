@@ -15,7 +15,6 @@ class SmneuronError(Exception):
     """
 
     status_code: int = 500
-    phrase: str = "Internal Server Error"
     client_error: bool = False
     # Extra response headers a server sends with this error (e.g. Retry-After on a 503).
     headers: Mapping[str, str] = MappingProxyType({})
@@ -46,7 +45,6 @@ class ClientError(SmneuronError):
     """The input was wrong: a request body, a hyperparameter, a data file."""
 
     status_code = 400
-    phrase = "Bad Request"
     client_error = True
 
 
@@ -60,17 +58,14 @@ class DataError(ClientError):
 
 class UnsupportedContentType(ClientError):
     status_code = 415
-    phrase = "Unsupported Media Type"
 
 
 class NotAcceptable(ClientError):
     status_code = 406
-    phrase = "Not Acceptable"
 
 
 class PayloadTooLarge(ClientError):
     status_code = 413
-    phrase = "Payload Too Large"
 
 
 class ArtifactError(SmneuronError):
@@ -81,7 +76,6 @@ class ArtifactError(SmneuronError):
 
 class NotReady(SmneuronError):
     status_code = 503
-    phrase = "Service Unavailable"
 
 
 class AcceleratorError(SmneuronError):

@@ -1,16 +1,31 @@
-"""The /opt/ml job contract: paths, the job's configuration files, and its outcome."""
+"""The /opt/ml job contract: paths, the job's configuration files, and its outcome.
+
+The outcome of the ``train`` and ``smneuron compile`` jobs is written in one place,
+``run_job``: ``success`` when the work is done; on a client error (``SmneuronError`` with
+``client_error``) a one-line ``failure`` and exit 1; on anything else the reason and the
+traceback in ``failure`` and exit 2; on SIGTERM (``Terminated``) the reason and exit 143.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Mapping
+import logging
+import traceback
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smneuron.env import ENV
-from smneuron.errors import ConfigurationError
+from smneuron.env import ENV, read
+from smneuron.errors import ConfigurationError, SmneuronError
+
+log = logging.getLogger(__name__)
+
+EXIT_SUCCESS = 0
+EXIT_CLIENT_ERROR = 1
+EXIT_INTERNAL_ERROR = 2
+# 128 + SIGTERM, what a shell reports for a process ended by SIGTERM.
+EXIT_TERMINATED = 143
 
 
 @dataclass(frozen=True)
@@ -21,8 +36,7 @@ class Paths:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Paths:
-        environ = os.environ if environ is None else environ
-        return cls(Path(environ.get(ENV.BASE_DIR) or "/opt/ml"))
+        return cls(Path(read(ENV.BASE_DIR, environ)))
 
     @property
     def input_config(self) -> Path:
@@ -135,6 +149,7 @@ class TrainingEnv:
     resource: ResourceConfig
     input_data_config: Mapping[str, Any]
     channels: Mapping[str, Path]
+    trust_remote_code: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TrainingEnv:
@@ -150,4 +165,121 @@ class TrainingEnv:
             {p.name for p in paths.data.iterdir() if p.is_dir()} if paths.data.is_dir() else set()
         )
         channels = {name: paths.channel(name) for name in sorted(channel_names)}
-        return cls(paths, raw_hps, resource, data_config, channels)
+        trust = read(ENV.TRUST_REMOTE_CODE, environ)
+        return cls(paths, raw_hps, resource, data_config, channels, trust_remote_code=trust)
+
+
+# --------------------------------------------------------------------------------------------
+# The job's outcome: success / failure files and the exit code
+
+
+class Terminated(BaseException):
+    """The job got SIGTERM and stops (after saving a checkpoint when it was training).
+
+    A BaseException, like KeyboardInterrupt, so that library code catching Exception (a data
+    reader, a retry loop) cannot turn it into another error.
+    """
+
+
+class ProcessFailed(SmneuronError):
+    """A process this job ran (a torchrun worker, the user's script) exited non-zero.
+
+    Attributes:
+        message: the reason for the failure file: a first line, then details (a stderr tail).
+        exit_code: the process's exit code, which the job exits with too.
+    """
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def exit_code(err: BaseException) -> int:
+    """The exit code of a job (or a ``smneuron`` command) that ended with ``err``."""
+    if isinstance(err, Terminated):
+        return EXIT_TERMINATED
+    if isinstance(err, ProcessFailed):
+        return err.exit_code
+    if isinstance(err, SmneuronError) and err.client_error:
+        return EXIT_CLIENT_ERROR
+    return EXIT_INTERNAL_ERROR
+
+
+def clear_outcome(paths: Paths) -> None:
+    """A new attempt (a resume, a re-run) starts without the previous one's success/failure."""
+    for path in (paths.success, paths.failure):
+        path.unlink(missing_ok=True)
+
+
+def write_success(paths: Paths) -> None:
+    paths.output.mkdir(parents=True, exist_ok=True)
+    paths.success.write_text("", encoding="utf-8")
+
+
+def write_failure(paths: Paths, reason: str) -> None:
+    """Write the failure file once: the first process to fail explains the job's failure.
+
+    The first line is the reason on one line (SageMaker shows it as the job's
+    FailureReason); a traceback, when there is one, follows after a blank line.
+    """
+    first_line, _, rest = reason.strip().partition("\n")
+    text = " ".join(first_line.split()) + ("\n" + rest if rest else "") + "\n"
+    try:
+        paths.output.mkdir(parents=True, exist_ok=True)
+        with open(paths.failure, "x", encoding="utf-8") as handle:
+            handle.write(text)
+    except FileExistsError:
+        pass
+    except OSError as err:
+        log.error("cannot write %s: %s", paths.failure, err)
+
+
+def is_fault(err: BaseException) -> bool:
+    """Neither the caller's mistake, nor a stop, nor a child process's failure (it has its own
+    reason): a fault of the toolkit or the platform, whose trace belongs in the failure file."""
+    if isinstance(err, Terminated | ProcessFailed):
+        return False
+    return not (isinstance(err, SmneuronError) and err.client_error)
+
+
+def failure_reason(err: BaseException) -> str:
+    """What ``failure`` says: one line for the caller's mistakes and stops, a child process's
+    own reason, else the error and its trace."""
+    if isinstance(err, ProcessFailed):
+        return err.message
+    if not is_fault(err):
+        return " ".join(str(err).split())  # one line: SageMaker shows it as FailureReason
+    trace = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    return f"{type(err).__name__}: {err}\n\n{trace}"
+
+
+def run_job(paths: Paths, what: str, work: Callable[[], bool], *, fresh: bool = True) -> int:
+    """Run a job's ``work`` under the /opt/ml outcome contract and return the exit code.
+
+    Args:
+        paths: the job's /opt/ml tree.
+        what: the job's name for the log (``training``, ``compile``).
+        work: does the job; returns True when this process publishes the result (``success``
+            is written), False when it has nothing to publish (a worker of rank > 0, a
+            precompile pass). Raising is how it fails.
+        fresh: remove the previous attempt's ``success``/``failure`` first (False in the
+            worker processes of a job whose launcher already did).
+
+    Never raises for ``Exception`` or ``Terminated``; KeyboardInterrupt passes through.
+    """
+    if fresh:
+        clear_outcome(paths)
+    try:
+        publish = work()
+    except (Exception, Terminated) as err:
+        if isinstance(err, Terminated):
+            log.warning("%s", err)
+        else:
+            fault = is_fault(err)
+            summary = str(err) if fault else failure_reason(err).partition("\n")[0]
+            log.error("%s failed: %s", what, summary, exc_info=err if fault else None)
+        write_failure(paths, failure_reason(err))
+        return exit_code(err)
+    if publish:
+        write_success(paths)
+    return EXIT_SUCCESS

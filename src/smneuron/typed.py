@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import field, fields
 from typing import Any
 
@@ -104,7 +104,40 @@ def parse_str_list(value: Any, name: str = "value") -> tuple[str, ...]:
     return tuple(parse_str(item, name) for item in value)
 
 
-_PARSERS: dict[str, Callable[[Any, str], Any]] = {
+def one_of(
+    value: Any, choices: Sequence[Any], name: str = "value", *, ignore_case: bool = False
+) -> Any:
+    """``value`` when it is one of ``choices``; else a ConfigurationError that lists them.
+
+    With ``ignore_case``, strings match in any case and the choice's own spelling is returned
+    (``"Gunicorn"`` gives ``"gunicorn"``).
+    """
+    for choice in choices:
+        if choice == value:
+            return choice
+        if ignore_case and isinstance(choice, str) and isinstance(value, str):
+            if choice.lower() == value.strip().lower():
+                return choice
+    allowed = ", ".join(str(choice) for choice in choices)
+    raise ConfigurationError(f"{name}: {value!r} is not one of: {allowed}")
+
+
+def within(
+    value: Any, name: str = "value", minimum: float | None = None, maximum: float | None = None
+) -> None:
+    """Raise a ConfigurationError naming the limit when a number (or any item of a tuple of
+    numbers) is outside ``[minimum, maximum]``."""
+    for item in value if isinstance(value, tuple) else (value,):
+        if not isinstance(item, int | float):
+            continue
+        if minimum is not None and item < minimum:
+            raise ConfigurationError(f"{name}: {item!r} is below the minimum {minimum}")
+        if maximum is not None and item > maximum:
+            raise ConfigurationError(f"{name}: {item!r} is above the maximum {maximum}")
+
+
+# Value type name (as declared in hp() fields and the environment registry) -> parser.
+PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "bool": parse_bool,
     "int": parse_int,
     "float": parse_float,
@@ -141,18 +174,9 @@ def _decode_sagemaker_value(value: Any) -> Any:
 
 
 def _check_range(name: str, value: Any, meta: Mapping[str, Any]) -> None:
-    choices = meta.get("choices")
-    if choices is not None and value not in choices:
-        allowed = ", ".join(str(choice) for choice in choices)
-        raise ConfigurationError(f"{name}: {value!r} is not one of: {allowed}")
-    values = value if isinstance(value, tuple) else (value,)
-    for item in values:
-        if not isinstance(item, int | float):
-            continue
-        if meta.get("min") is not None and item < meta["min"]:
-            raise ConfigurationError(f"{name}: {item!r} is below the minimum {meta['min']}")
-        if meta.get("max") is not None and item > meta["max"]:
-            raise ConfigurationError(f"{name}: {item!r} is above the maximum {meta['max']}")
+    if meta.get("choices") is not None:
+        one_of(value, meta["choices"], name)
+    within(value, name, meta.get("min"), meta.get("max"))
 
 
 def parse_hyperparameters(cls: type, raw: Mapping[str, Any]) -> Any:
@@ -174,7 +198,7 @@ def parse_hyperparameters(cls: type, raw: Mapping[str, Any]) -> Any:
         if name not in raw:
             continue
         meta = spec.metadata
-        value = _PARSERS[meta["kind"]](_decode_sagemaker_value(raw[name]), name)
+        value = PARSERS[meta["kind"]](_decode_sagemaker_value(raw[name]), name)
         _check_range(name, value, meta)
         values[name] = value
     return cls(**values)
@@ -198,3 +222,11 @@ def hyperparameter_table(cls: type) -> list[tuple[str, str, str, str]]:
             default = ",".join(str(item) for item in default)
         rows.append((spec.name, meta["kind"], repr(default), text))
     return rows
+
+
+def hyperparameter_markdown(cls: type) -> str:
+    """The hyperparameters of ``cls`` as a markdown table (docs/configuration.md)."""
+    lines = ["| Name | Type | Default | Meaning |", "|---|---|---|---|"]
+    for name, kind, default, text in hyperparameter_table(cls):
+        lines.append(f"| `{name}` | {kind} | `{default}` | {text} |")
+    return "\n".join(lines)

@@ -55,3 +55,33 @@ def test_no_command_is_a_usage_error(capsys):
         cli.main([])
     assert exit_info.value.code == 2
     assert "COMMAND" in capsys.readouterr().err
+
+
+def test_env_markdown_prints_the_configuration_page(capsys):
+    from smneuron.tools.configuration import configuration_page
+
+    assert cli.main(["env", "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert out == configuration_page()
+    assert out.startswith("# Configuration\n")
+    assert "## Training hyperparameters" in out and "## Compile job hyperparameters" in out
+
+
+def test_env_lists_every_variable_with_the_value_set_here(capsys, monkeypatch):
+    from smneuron.env import ENV, VARIABLES
+
+    monkeypatch.setenv(ENV.SERVER, "gunicorn")
+    monkeypatch.delenv(ENV.OVERFLOW, raising=False)
+    assert cli.main(["env"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert set(lines) == set(VARIABLES)
+    assert lines[ENV.SERVER].endswith("= gunicorn")
+    assert "(default `truncate`)" in lines[ENV.OVERFLOW]
+
+
+def test_a_client_error_exits_1_with_its_message_and_no_trace(capsys, tmp_path):
+    code = cli.main(["compile", "--checkpoint", str(tmp_path / "missing"), "--output", "o"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "smneuron compile: checkpoint" in err and "does not exist" in err
+    assert "Traceback" not in err

@@ -67,8 +67,8 @@ def test_workers_do_not_launch_again():
 
 def test_only_global_rank_zero_writes_the_artifact():
     assert launch.is_rank_zero({})
-    assert launch.is_rank_zero({ENV.RANK: "0", ENV.LOCAL_RANK: "0"})
-    assert not launch.is_rank_zero({ENV.RANK: "1", ENV.LOCAL_RANK: "0"})
+    assert launch.is_rank_zero({ENV.RANK: "0", "LOCAL_RANK": "0"})
+    assert not launch.is_rank_zero({ENV.RANK: "1", "LOCAL_RANK": "0"})
 
 
 def test_worker_environment_is_a_copy():

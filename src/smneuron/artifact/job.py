@@ -18,19 +18,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import tarfile
 import tempfile
-import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from smneuron import job
 from smneuron.artifact.manifest import COMPILED_DIR, MANIFEST, TASKS, Manifest
-from smneuron.errors import ArtifactError, ConfigurationError, SmneuronError
+from smneuron.env import ENV, read, remote_code_hint
+from smneuron.errors import ArtifactError, ConfigurationError
 from smneuron.job import Paths, TrainingEnv
-from smneuron.typed import hp, parse_hyperparameters, parse_int_list
+from smneuron.typed import hp, one_of, parse_hyperparameters, parse_int_list
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +133,10 @@ def run(args: argparse.Namespace) -> int:
         return run_job(Paths.from_env())
     if args.output is None:
         raise ConfigurationError("--output is required with --checkpoint")
-    manifest = compile_checkpoint(args.checkpoint, args.output, _from_args(args))
+    trust = read(ENV.TRUST_REMOTE_CODE)
+    manifest = compile_checkpoint(
+        args.checkpoint, args.output, _from_args(args), trust_remote_code=trust
+    )
     print(json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
     return 0
 
@@ -142,9 +147,9 @@ def run(args: argparse.Namespace) -> int:
 
 def run_job(paths: Paths) -> int:
     """The SageMaker-job form: never raises; writes ``success`` or ``failure``."""
-    paths.output.mkdir(parents=True, exist_ok=True)
-    try:
-        env = TrainingEnv.from_env({"SAGEMAKER_BASE_DIR": str(paths.base)})
+
+    def work() -> bool:
+        env = TrainingEnv.from_env({**os.environ, ENV.BASE_DIR: str(paths.base)})
         settings = parse_hyperparameters(CompileHyperparameters, env.hyperparameters)
         channel = env.channels.get(CHECKPOINT_CHANNEL, paths.channel(CHECKPOINT_CHANNEL))
         if not channel.is_dir():
@@ -152,18 +157,10 @@ def run_job(paths: Paths) -> int:
                 f"no '{CHECKPOINT_CHANNEL}' channel at {channel}: give the job an input "
                 f"channel named '{CHECKPOINT_CHANNEL}' holding the fine-tuned checkpoint"
             )
-        compile_checkpoint(channel, paths.model, settings)
-    except SmneuronError as err:
-        log.error("compile failed: %s", err.message)
-        text = err.message if err.client_error else f"{err.message}\n\n{traceback.format_exc()}"
-        paths.failure.write_text(text, encoding="utf-8")
-        return 1 if err.client_error else 2
-    except Exception as err:
-        log.exception("compile failed")
-        paths.failure.write_text(f"{err}\n\n{traceback.format_exc()}", encoding="utf-8")
-        return 2
-    paths.success.write_text("", encoding="utf-8")
-    return 0
+        compile_checkpoint(channel, paths.model, settings, trust_remote_code=env.trust_remote_code)
+        return True
+
+    return job.run_job(paths, "compile", work)
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,9 +168,17 @@ def run_job(paths: Paths) -> int:
 
 
 def compile_checkpoint(
-    checkpoint: Path, output: Path, settings: CompileHyperparameters, *, backend: Any = None
+    checkpoint: Path,
+    output: Path,
+    settings: CompileHyperparameters,
+    *,
+    backend: Any = None,
+    trust_remote_code: bool = False,
 ) -> Manifest:
-    """Compile ``checkpoint`` into an artifact at ``output`` and return its manifest."""
+    """Compile ``checkpoint`` into an artifact at ``output`` and return its manifest.
+
+    ``trust_remote_code`` (``SMNEURON_TRUST_REMOTE_CODE``) lets a checkpoint run its own code.
+    """
     from smneuron.accelerator import check_cores_per_model, detect_backend
     from smneuron.artifact.backends import get_backend
     from smneuron.artifact.build import compile_artifact
@@ -184,8 +189,7 @@ def compile_checkpoint(
         source = _checkpoint_folder(Path(checkpoint), Path(scratch))
         config = _read_config(source)
         task = settings.task or task_from_config(config)
-        if task not in TASKS:
-            raise ConfigurationError(f"task {task!r} is not one of: {', '.join(TASKS)}")
+        one_of(task, TASKS, "task")
         lengths = parse_int_list(settings.sequence_lengths, "sequence_lengths")
         limit = config.get("max_position_embeddings")
         if isinstance(limit, int) and max(lengths) > limit:
@@ -201,7 +205,7 @@ def compile_checkpoint(
 
             # The target goes into the flags, so the manifest records exactly what compiled.
             args = with_target(args or DEFAULT_COMPILER_ARGS, settings.target or backend.target())
-        model = load_model(source, task)
+        model = load_model(source, task, trust_remote_code=trust_remote_code)
         _copy_checkpoint(source, Path(output))
         log.info(
             "compiling %s (%s) for %s: batch %d, buckets %s",
@@ -248,15 +252,19 @@ def labels_from_config(config: Mapping[str, Any]) -> tuple[str, ...]:
         raise ConfigurationError(f"config.json id2label is not keyed by integers: {err}") from err
 
 
-def load_model(folder: Path, task: str) -> Any:
-    """The checkpoint's model for ``task``, from local files only, no remote code."""
+def load_model(folder: Path, task: str, *, trust_remote_code: bool = False) -> Any:
+    """The checkpoint's model for ``task``, from local files only; its own code only if trusted."""
     import transformers
 
     auto = getattr(transformers, _AUTO_CLASSES[task])
     try:
-        model = auto.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+        model = auto.from_pretrained(
+            str(folder), local_files_only=True, trust_remote_code=trust_remote_code
+        )
     except (OSError, ValueError) as err:
-        raise ConfigurationError(f"cannot load a {task} model from {folder}: {err}") from err
+        raise ConfigurationError(
+            f"cannot load a {task} model from {folder}: {remote_code_hint(err)}"
+        ) from err
     return model.eval()
 
 

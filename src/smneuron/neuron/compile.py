@@ -27,7 +27,14 @@ log = logging.getLogger(__name__)
 
 # Variables a Neuron compile must not inherit from a training process: NEURON_CC_FLAGS is read
 # by torch-neuronx on top of the explicit compiler_args; the rest belong to the training run.
-TORCHRUN_VARS = ("LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "MASTER_ADDR", "MASTER_PORT")
+TORCHRUN_VARS = (
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "ROLE_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+)
 TRAINING_ONLY = (
     training.NEURON_CC_FLAGS,
     training.NEURON_EXTRACT_GRAPHS_ONLY,
@@ -37,7 +44,6 @@ TRAINING_ONLY = (
     ENV.NEURON_VISIBLE_CORES,
     ENV.NEURON_NUM_CORES,
     ENV.RANK,
-    ENV.LOCAL_RANK,
     ENV.WORLD_SIZE,
     ENV.TRAINING_WORKER,
     *TORCHRUN_VARS,

@@ -91,6 +91,7 @@ def default_model_fn(model_dir: str | Path, context: Context) -> CompiledModel:
         overflow=settings.overflow,
         max_delay_ms=settings.max_batch_delay_ms,
         limits=Limits.from_settings(settings),
+        trust_remote_code=settings.trust_remote_code,
     )
 
 

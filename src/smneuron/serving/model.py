@@ -15,6 +15,7 @@ from smneuron.artifact.manifest import (
     check_files,
     read_manifest,
 )
+from smneuron.env import remote_code_hint
 from smneuron.errors import ArtifactError, PayloadTooLarge
 from smneuron.serving.batcher import DynamicBatcher
 from smneuron.serving.shapes import choose_bucket, fit_tokens, pad_row
@@ -194,8 +195,12 @@ def load_compiled(
     overflow: str = "truncate",
     max_delay_ms: float = 5.0,
     limits: Limits | None = None,
+    trust_remote_code: bool = False,
 ) -> CompiledModel:
-    """Check the artifact against this host, then load its tokenizer and every bucket's graph."""
+    """Check the artifact against this host, then load its tokenizer and every bucket's graph.
+
+    The tokenizer's own code (if the artifact ships any) runs only with ``trust_remote_code``.
+    """
     from transformers import AutoTokenizer
 
     started = time.monotonic()
@@ -206,11 +211,13 @@ def load_compiled(
     if check_target is not None:
         check_target(manifest)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(model_dir), local_files_only=True, trust_remote_code=trust_remote_code
+        )
     except (OSError, ValueError) as err:
         raise ArtifactError(
-            f"cannot load the tokenizer from {model_dir}: {err}. The artifact must hold the "
-            "tokenizer files saved with the checkpoint (save_pretrained)."
+            f"cannot load the tokenizer from {model_dir}: {remote_code_hint(err)} The artifact "
+            "must hold the tokenizer files saved with the checkpoint (save_pretrained)."
         ) from err
     graphs = {}
     for length in manifest.sequence_lengths:

@@ -47,7 +47,7 @@ def prepare_requirements(code_dir: Path, install: bool) -> bool:
 
     Returns True when something was installed. Installing at start makes every start depend
     on a package index and on what it serves that day, so it is opt-in
-    (``SMNEURON_INSTALL_REQUIREMENTS=true``); baking the packages into the image is better.
+    (``SMNEURON_INSTALL_MODEL_REQUIREMENTS=true``); baking the packages into the image is better.
     """
     path = code_dir / REQUIREMENTS
     if not path.is_file():
@@ -57,7 +57,7 @@ def prepare_requirements(code_dir: Path, install: bool) -> bool:
             f"{path} is present but installing packages at container start is off. Either "
             "install them into the image (a Dockerfile FROM this image with `RUN pip install "
             "-r requirements.txt`) and remove code/requirements.txt from the model, or opt in "
-            f"with {ENV.INSTALL_REQUIREMENTS}=true (the endpoint then needs a package index "
+            f"with {ENV.INSTALL_MODEL_REQUIREMENTS}=true (the endpoint then needs a package index "
             "at every start)."
         )
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
@@ -67,7 +67,7 @@ def prepare_requirements(code_dir: Path, install: bool) -> bool:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if marker.is_file():
             return False
-        log.info("installing %s (%s=true)", path, ENV.INSTALL_REQUIREMENTS)
+        log.info("installing %s (%s=true)", path, ENV.INSTALL_MODEL_REQUIREMENTS)
         command = [sys.executable, "-m", "pip", "install", "--no-input", "-r", str(path)]
         try:
             result = subprocess.run(

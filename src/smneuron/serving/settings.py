@@ -5,18 +5,18 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from smneuron.env import ENV, _env_int, accelerator_override
+from smneuron.env import ENV, accelerator_override, read
 from smneuron.errors import ConfigurationError
 from smneuron.job import Paths
-from smneuron.typed import parse_bool, parse_float, parse_int
 
 CSV_HEADER_RULES = ("auto", "always", "never")
 
 
 @dataclass(frozen=True)
 class ServingSettings:
-    """Everything ``serve`` reads from the environment."""
+    """Everything ``serve`` reads from the environment (declared in ``smneuron.env``)."""
 
     paths: Paths
     server: str = "mms"
@@ -56,70 +56,40 @@ class ServingSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
         environ = os.environ if environ is None else environ
-        server = environ.get(ENV.SERVER, "mms").strip().lower() or "mms"
-        if server not in ("mms", "gunicorn"):
-            raise ConfigurationError(f"{ENV.SERVER}: {server!r} is not one of: mms, gunicorn")
-        overflow = environ.get(ENV.OVERFLOW, "truncate").strip().lower() or "truncate"
-        if overflow not in ("truncate", "reject"):
-            raise ConfigurationError(
-                f"{ENV.OVERFLOW}: {overflow!r} is not one of: truncate, reject"
-            )
-        strategy = environ.get(ENV.BATCH_STRATEGY, "MULTI_RECORD").strip().upper()
-        if strategy not in ("MULTI_RECORD", "SINGLE_RECORD"):
-            raise ConfigurationError(
-                f"{ENV.BATCH_STRATEGY}: {strategy!r} is not one of: MULTI_RECORD, SINGLE_RECORD"
-            )
-        payload = _env_int(environ, ENV.MAX_PAYLOAD_IN_MB, 6, minimum=1)
-        if payload > 100:
-            raise ConfigurationError(f"{ENV.MAX_PAYLOAD_IN_MB}: {payload} is above the maximum 100")
-        workers = environ.get(ENV.MODEL_SERVER_WORKERS)
-        threads = environ.get(ENV.THREADS_PER_WORKER)
-        concurrent = environ.get(ENV.MAX_CONCURRENT_TRANSFORMS)
-        delay = environ.get(ENV.MAX_BATCH_DELAY_MS)
-        csv_header = environ.get(ENV.CSV_HEADER, "auto").strip().lower() or "auto"
-        if csv_header not in CSV_HEADER_RULES:
-            raise ConfigurationError(
-                f"{ENV.CSV_HEADER}: {csv_header!r} is not one of: {', '.join(CSV_HEADER_RULES)}"
-            )
-        max_inputs = _env_int(environ, ENV.MAX_INPUTS, 1000, minimum=1)
-        max_queue = _env_int(environ, ENV.MAX_QUEUE, max(4096, max_inputs), minimum=1)
+
+        def value(name: str) -> Any:
+            return read(name, environ)
+
+        max_inputs = value(ENV.MAX_INPUTS)
+        max_queue = value(ENV.MAX_QUEUE)
+        max_queue = max(4096, max_inputs) if max_queue is None else max_queue
         if max_queue < max_inputs:
             raise ConfigurationError(
                 f"{ENV.MAX_QUEUE}: {max_queue} is below {ENV.MAX_INPUTS} ({max_inputs}); "
                 "a request that may be accepted must fit in the queue"
             )
-        deadline = environ.get(ENV.REQUEST_DEADLINE_S, "").strip()
-        deadline_s = parse_float(deadline, ENV.REQUEST_DEADLINE_S) if deadline else None
-        if deadline_s is not None and deadline_s <= 0:
-            raise ConfigurationError(f"{ENV.REQUEST_DEADLINE_S}: {deadline_s} must be above 0")
         return cls(
             paths=Paths.from_env(environ),
-            server=server,
-            port=_env_int(environ, ENV.BIND_TO_PORT, 8080, minimum=1),
-            max_payload_mb=payload,
-            workers=parse_int(workers, ENV.MODEL_SERVER_WORKERS) if workers else None,
-            threads_per_worker=parse_int(threads, ENV.THREADS_PER_WORKER) if threads else None,
-            model_server_timeout=_env_int(environ, ENV.MODEL_SERVER_TIMEOUT, 60, minimum=1),
-            max_concurrent_transforms=(
-                parse_int(concurrent, ENV.MAX_CONCURRENT_TRANSFORMS) if concurrent else None
-            ),
-            batch_strategy=strategy,
-            default_accept=environ.get(ENV.DEFAULT_ACCEPT, "application/json"),
-            max_batch_delay_ms=parse_float(delay, ENV.MAX_BATCH_DELAY_MS) if delay else 5.0,
-            overflow=overflow,
+            server=value(ENV.SERVER),
+            port=value(ENV.BIND_TO_PORT),
+            max_payload_mb=value(ENV.MAX_PAYLOAD_IN_MB),
+            workers=value(ENV.MODEL_SERVER_WORKERS),
+            threads_per_worker=value(ENV.THREADS_PER_WORKER),
+            model_server_timeout=value(ENV.MODEL_SERVER_TIMEOUT),
+            max_concurrent_transforms=value(ENV.MAX_CONCURRENT_TRANSFORMS),
+            batch_strategy=value(ENV.BATCH_STRATEGY),
+            default_accept=value(ENV.DEFAULT_ACCEPT),
+            max_batch_delay_ms=value(ENV.MAX_BATCH_DELAY_MS),
+            overflow=value(ENV.OVERFLOW),
             accelerator=accelerator_override(environ),
-            log_level=environ.get(ENV.LOG_LEVEL, "INFO").upper(),
-            log_format=environ.get(ENV.LOG_FORMAT, "json").lower(),
-            vmargs=environ.get(ENV.MODEL_SERVER_VMARGS),
-            trust_remote_code=parse_bool(
-                environ.get(ENV.TRUST_REMOTE_CODE, "false"), ENV.TRUST_REMOTE_CODE
-            ),
+            log_level=value(ENV.LOG_LEVEL).upper(),
+            log_format=value(ENV.LOG_FORMAT),
+            vmargs=value(ENV.MODEL_SERVER_VMARGS),
+            trust_remote_code=value(ENV.TRUST_REMOTE_CODE),
             max_inputs=max_inputs,
-            max_text_chars=_env_int(environ, ENV.MAX_TEXT_CHARS, 32768, minimum=1),
-            request_deadline_s=deadline_s,
+            max_text_chars=value(ENV.MAX_TEXT_CHARS),
+            request_deadline_s=value(ENV.REQUEST_DEADLINE_S),
             max_queue=max_queue,
-            csv_header=csv_header,
-            install_requirements=parse_bool(
-                environ.get(ENV.INSTALL_REQUIREMENTS, "false"), ENV.INSTALL_REQUIREMENTS
-            ),
+            csv_header=value(ENV.CSV_HEADER),
+            install_requirements=value(ENV.INSTALL_MODEL_REQUIREMENTS),
         )

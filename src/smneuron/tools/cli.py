@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from smneuron import __version__
 from smneuron.errors import SmneuronError
+from smneuron.job import exit_code
 
 # 128 + SIGPIPE: what a shell reports for a writer whose reader went away.
 EXIT_BROKEN_PIPE = 141
@@ -18,6 +19,10 @@ EXIT_BROKEN_PIPE = 141
 # name -> (module, help). Each module defines ``add_arguments(parser)`` and ``run(args) -> int``.
 COMMANDS: dict[str, tuple[str, str]] = {
     "hyperparameters": ("smneuron.training.hyperparameters", "list the training hyperparameters"),
+    "env": (
+        "smneuron.tools.configuration",
+        "list the environment variables (--markdown: the docs/configuration.md page)",
+    ),
     "compile": ("smneuron.artifact.job", "compile a fine-tuned checkpoint into a serving artifact"),
     "build": ("smneuron.tools.build.images", "build the training and inference images"),
     "push": ("smneuron.tools.aws.ecr", "push the images to ECR (creating the repositories)"),
@@ -65,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except SmneuronError as err:
         print(f"smneuron {args.command}: {err.message}", file=sys.stderr)
-        return 1 if err.client_error else 2
+        return exit_code(err)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

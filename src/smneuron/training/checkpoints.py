@@ -25,6 +25,7 @@ from types import FrameType
 from typing import Any
 
 from smneuron.errors import SmneuronError
+from smneuron.job import Terminated
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +40,6 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 # Needed to continue the optimisation where it stopped (not just the weights).
 RESUME_FILES = ("optimizer.pt", "scheduler.pt")
-# 128 + SIGTERM, what a shell reports for a process ended by SIGTERM.
-EXIT_TERMINATED = 143
-
-
-class Terminated(BaseException):
-    """The job got SIGTERM and stops (after saving a checkpoint when it was training).
-
-    A BaseException, like KeyboardInterrupt, so that library code catching Exception (a data
-    reader, a retry loop) cannot turn it into another error.
-    """
 
 
 class CheckpointSaveError(SmneuronError):

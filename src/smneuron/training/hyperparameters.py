@@ -15,7 +15,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from smneuron.errors import ConfigurationError
-from smneuron.typed import hp, hyperparameter_table, parse_hyperparameters
+from smneuron.typed import (
+    hp,
+    hyperparameter_markdown,
+    hyperparameter_table,
+    parse_hyperparameters,
+)
 
 TASKS = ("text-classification",)
 DATA_FORMATS = ("auto", "csv", "jsonl", "parquet")
@@ -158,10 +163,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def markdown_table() -> str:
-    lines = ["| Name | Type | Default | Meaning |", "|---|---|---|---|"]
-    for name, kind, default, text in hyperparameter_table(TrainingHyperparameters):
-        lines.append(f"| `{name}` | {kind} | `{default}` | {text} |")
-    return "\n".join(lines)
+    return hyperparameter_markdown(TrainingHyperparameters)
 
 
 def run(args: argparse.Namespace) -> int:

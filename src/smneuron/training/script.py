@@ -23,9 +23,8 @@ from typing import Any
 
 from smneuron.env import ENV
 from smneuron.errors import ConfigurationError
-from smneuron.job import TrainingEnv
+from smneuron.job import EXIT_TERMINATED, TrainingEnv
 from smneuron.training import launch, smenv, sourcedir, supervisor
-from smneuron.training.checkpoints import EXIT_TERMINATED
 from smneuron.typed import parse_bool
 
 log = logging.getLogger(__name__)

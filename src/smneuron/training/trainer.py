@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smneuron.env import ENV
+from smneuron.env import ENV, remote_code_hint
 from smneuron.errors import ConfigurationError
 from smneuron.job import TrainingEnv
 from smneuron.training.checkpoints import (
@@ -252,7 +252,7 @@ def _fit(
         precompile_run = neuron.is_precompile_run()
         log.info("Neuron training on %s%s", device, " (precompile pass)" if precompile_run else "")
     log.info("pretrained model: %s; labels: %s", source, ", ".join(labels))
-    tokenizer, model = load_pretrained(source, labels, hps)
+    tokenizer, model = load_pretrained(source, labels, hps, trust_remote_code=env.trust_remote_code)
     tokenized = tokenize(splits, tokenizer, hps)
     with contextlib.ExitStack() as stack:
         output_dir = paths.checkpoints
@@ -313,15 +313,24 @@ def _fit(
 
 
 def load_pretrained(
-    source: str, labels: tuple[str, ...], hps: TrainingHyperparameters
+    source: str,
+    labels: tuple[str, ...],
+    hps: TrainingHyperparameters,
+    *,
+    trust_remote_code: bool = False,
 ) -> tuple[Any, Any]:
-    """Tokenizer and classification model; a head sized for ``labels`` replaces any other."""
+    """Tokenizer and classification model; a head sized for ``labels`` replaces any other.
+
+    The checkpoint's own code runs only with ``trust_remote_code`` (SMNEURON_TRUST_REMOTE_CODE).
+    """
     import transformers
 
     transformers.set_seed(hps.seed)
     local_only = not hps.allow_hub_download
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(
+            source, local_files_only=local_only, trust_remote_code=trust_remote_code
+        )
         model = transformers.AutoModelForSequenceClassification.from_pretrained(
             source,
             num_labels=len(labels),
@@ -329,10 +338,11 @@ def load_pretrained(
             label2id={name: i for i, name in enumerate(labels)},
             ignore_mismatched_sizes=True,
             local_files_only=local_only,
+            trust_remote_code=trust_remote_code,
         )
     except (OSError, ValueError) as err:  # what transformers raises for a missing/broken model
         raise ConfigurationError(
-            f"cannot load the pretrained model from {source}: {' '.join(str(err).split())}"
+            f"cannot load the pretrained model from {source}: {remote_code_hint(err)}"
         ) from err
     _check_buckets(hps, model.config)
     if hps.freeze_embeddings:

@@ -105,7 +105,7 @@ def test_requirements_txt_is_refused_with_how_to_opt_in_or_bake(tmp_path):
     with pytest.raises(ArtifactError) as caught:
         prepare_requirements(tmp_path, install=False)
     message = caught.value.message
-    assert "SMNEURON_INSTALL_REQUIREMENTS=true" in message
+    assert "SMNEURON_INSTALL_MODEL_REQUIREMENTS=true" in message
     assert "into the image" in message
     assert prepare_requirements(tmp_path / "absent", install=False) is False
 
@@ -122,7 +122,7 @@ def test_a_model_with_requirements_txt_does_not_load_by_default(opt_ml):
     with pytest.raises(ArtifactError):
         runtime.load()
     assert runtime.ping().status == 503
-    assert "SMNEURON_INSTALL_REQUIREMENTS" in runtime.ping().body.decode()
+    assert "SMNEURON_INSTALL_MODEL_REQUIREMENTS" in runtime.ping().body.decode()
 
 
 def _wheel(folder: Path, name: str) -> Path:

@@ -115,7 +115,7 @@ def jvm_command(settings: ServingSettings, runtime_dir: Path, config: Path, log4
     import mms
 
     home = Path(mms.__file__).resolve().parent.parent
-    java_home = os.environ.get("JAVA_HOME")
+    java_home = os.environ.get(ENV.JAVA_HOME)
     java = str(Path(java_home) / "bin" / "java") if java_home else "java"
     return [
         java,

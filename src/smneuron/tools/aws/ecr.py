@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smneuron import __version__
+from smneuron.env import ENV
 from smneuron.errors import ConfigurationError, SmneuronError
 
 log = logging.getLogger(__name__)
@@ -160,15 +161,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--accelerator", default="cpu", choices=("cpu", "neuron"))
     parser.add_argument("--tag", help="remote tag (default: the local tag)")
-    parser.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION"))
+    parser.add_argument("--region", default=os.environ.get(ENV.AWS_DEFAULT_REGION))
     parser.add_argument(
         "--registry",
-        default=os.environ.get("SMNEURON_REGISTRY") or None,
+        default=os.environ.get(ENV.REGISTRY) or None,
         help="push here instead of the ECR registry host (env SMNEURON_REGISTRY)",
     )
     parser.add_argument(
         "--ecr-endpoint-url",
-        default=os.environ.get("SMNEURON_ECR_ENDPOINT_URL") or None,
+        default=os.environ.get(ENV.ECR_ENDPOINT_URL) or None,
         help="ECR API endpoint, e.g. moto_server (env SMNEURON_ECR_ENDPOINT_URL)",
     )
     parser.add_argument(

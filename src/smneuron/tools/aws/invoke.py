@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from smneuron.env import ENV
 from smneuron.errors import ClientError, SmneuronError
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--body", help="the request body: a file path, '-' for stdin (default), or @TEXT"
     )
-    parser.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION"))
+    parser.add_argument("--region", default=os.environ.get(ENV.AWS_DEFAULT_REGION))
     parser.add_argument("--endpoint-url", help="sagemaker-runtime API endpoint override")
     parser.add_argument(
         "--local-port",

@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smneuron import __version__
+from smneuron.env import ENV
 from smneuron.errors import ConfigurationError, SmneuronError
+from smneuron.typed import one_of
 from smneuron.tools.build.wheelhouse import (
     IMAGES,
     INVENTORY_SCRIPT,
@@ -227,9 +229,8 @@ def build_images(
 ) -> list[BuildResult]:
     """Build the images; return their tags and sizes."""
     root = root or repo_root()
-    if accelerator not in BUILD_ARGS:
-        raise ConfigurationError(f"accelerator {accelerator!r} is not one of: cpu, neuron")
-    region = region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    one_of(accelerator, sorted(BUILD_ARGS), "accelerator")
+    region = region or os.environ.get(ENV.AWS_DEFAULT_REGION) or "us-east-1"
     client = docker_client()
     if accelerator != "neuron":
         started = time.monotonic()
@@ -269,7 +270,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--builder",
         choices=("legacy", "buildkit"),
-        default=os.environ.get("SMNEURON_BUILDER", "legacy"),
+        default=os.environ.get(ENV.BUILDER) or "legacy",
         help="legacy: through the Docker SDK; buildkit: DOCKER_BUILDKIT=1 docker build",
     )
     parser.add_argument("--base-image", help="FROM image (default: per accelerator)")
