@@ -16,7 +16,15 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-# --no-install-recommends; nginx's post-install may fail to start its own service (no init
-# here): that is expected and harmless, `serve` runs its own nginx.
+# `serve` runs its own nginx: keep the package's post-install from starting a system one on
+# port 80 (policy-rc.d answering 101 = "action not allowed"), unless a policy is already set.
+policy=/usr/sbin/policy-rc.d
+added_policy=""
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod +x "$policy"
+    added_policy=1
+fi
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+[ -z "$added_policy" ] || $SUDO rm -f "$policy"
 echo "host packages: installed ${missing[*]}"
