@@ -256,7 +256,8 @@ def test_task_comes_from_the_architecture():
 
 
 def test_cpu_path_never_imports_neuron_packages(checkpoint, tmp_path):
-    """Compile and load on CPU in a fresh interpreter that COULD import the fake torch_neuronx."""
+    """Compile and load on CPU, then import every module of the package, in a fresh interpreter
+    that COULD import the fake torch_neuronx: no Neuron package gets loaded."""
     script = textwrap.dedent(
         f"""
         import json, sys
@@ -272,8 +273,12 @@ def test_cpu_path_never_imports_neuron_packages(checkpoint, tmp_path):
         graph = backend.load(manifest.graph_path(out, 16))
         import torch
         graph(torch.ones(1, 16, dtype=torch.long), torch.ones(1, 16, dtype=torch.long))
-        import importlib.util
+        import importlib, importlib.util, pkgutil, smneuron
         assert importlib.util.find_spec("torch_neuronx") is not None  # available, not used
+        # Importing any module of the package (neuron/ included) loads no Neuron package.
+        for info in pkgutil.walk_packages(smneuron.__path__, "smneuron."):
+            if not info.name.endswith("__main__"):
+                importlib.import_module(info.name)
         loaded = sorted(m for m in sys.modules
                         if m.split(".")[0] in ("torch_neuronx", "torch_xla", "neuronxcc",
                                                "libneuronxla"))
