@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,8 +23,11 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from smneuron.tools.http import NotReadyError, free_port, wait_for_ping
 
 MESSAGES = [
     "Hi Sam, are we still on for lunch tomorrow at noon?",
@@ -65,10 +67,8 @@ def build_artifact(root: Path, batch_size: int, buckets: tuple[int, ...]) -> Pat
     return root
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def exited(proc: subprocess.Popen) -> Callable[[], str | None]:
+    return lambda: None if proc.poll() is None else f"serve exited with {proc.returncode}"
 
 
 def request(url: str, body: bytes | None = None, timeout: float = 60.0) -> tuple[int, bytes]:
@@ -107,15 +107,10 @@ def run_config(base: Path, server: str, args: argparse.Namespace, log_path: Path
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = started + args.startup_timeout
-        while time.monotonic() < deadline:
-            if request(url + "/ping", timeout=2)[0] == 200:
-                break
-            if proc.poll() is not None:
-                raise RuntimeError(f"serve exited with {proc.returncode}; log: {log_path}")
-            time.sleep(0.2)
-        else:
-            raise RuntimeError(f"serve not ready after {args.startup_timeout}s; log: {log_path}")
+        try:
+            wait_for_ping(url, args.startup_timeout, exited=exited(proc), interval_s=0.2)
+        except NotReadyError as err:
+            raise RuntimeError(f"serve not ready: {err}; log: {log_path}") from err
         ready_s = time.monotonic() - started
 
         bodies = [

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
+import netutil
 
 DEMO_DATA = Path(__file__).resolve().parents[2] / "examples" / "spam" / "data"
 # Keep the containers small on a shared 2-core machine.
@@ -107,15 +106,8 @@ def start_server(
 
 
 def wait_ready(server: Server, limit_s: float = 240) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
+    def exited() -> str | None:
         server.container.reload()
-        if server.container.status == "exited":
-            raise AssertionError("server exited:\n" + server.logs()[-4000:])
-        try:
-            if requests.get(server.url + "/ping", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(1)
-    raise AssertionError(f"/ping not 200 within {limit_s}s:\n" + server.logs()[-4000:])
+        return "exited" if server.container.status == "exited" else None
+
+    netutil.wait_ready(server.url, limit_s, exited=exited, logs=server.logs)

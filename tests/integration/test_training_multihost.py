@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 
 import pytest
+from netutil import free_port
 
 pytest.importorskip("transformers")
 
@@ -16,12 +16,6 @@ ROWS = "text,label\n" + "".join(
 )
 # Sorted as SageMaker sorts them, "127.0.0.1" is hosts[0]: the master, node rank 0.
 HOSTS = ("localhost", "127.0.0.1")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -3,35 +3,22 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
+from netutil import free_port, wait_answering
 
 DEMO_DATA = Path(__file__).resolve().parents[2] / "examples" / "spam" / "data"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_http(url: str, process: subprocess.Popen, limit_s: float = 60) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{process.args[0]} exited with {process.returncode}")
-        try:
-            requests.get(url, timeout=2)
-            return
-        except requests.RequestException:
-            time.sleep(0.3)
-    raise AssertionError(f"{url} did not answer in {limit_s}s")
+    def exited() -> str | None:
+        code = process.poll()
+        return None if code is None else f"{process.args[0]} exited with {code}"
+
+    wait_answering(url, limit_s, exited)
 
 
 def stop(process: subprocess.Popen) -> None:

@@ -11,12 +11,3 @@ HYPERPARAMETERS = {
 }
 SMALL_ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 SERVE_ENV = {**SMALL_ENV, "SAGEMAKER_MODEL_SERVER_WORKERS": "1", "SMNEURON_LOG_FORMAT": "text"}
-
-
-def free_port_for_endpoint() -> int:
-    """A free host port for a local endpoint (the SDK binds it on every interface)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        return sock.getsockname()[1]

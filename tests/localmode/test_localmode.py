@@ -9,6 +9,7 @@ import tarfile
 
 import pytest
 from localjobs import HYPERPARAMETERS, SERVE_ENV, SMALL_ENV
+from netutil import free_port
 
 from smneuron.tools.local import sdk as localmode
 
@@ -50,9 +51,7 @@ def test_training_job_writes_model_tar_gz(model_data):
 
 
 def test_deploy_predict_and_invoke(offline, cpu_images, model_data, tmp_path):
-    from localjobs import free_port_for_endpoint
-
-    port = free_port_for_endpoint()
+    port = free_port("")  # the SDK binds it on every interface
     local = localmode.session(port, tmp_path / "containers")
     predictor = localmode.deploy(
         cpu_images["inference"],
@@ -101,12 +100,11 @@ def test_deploy_predict_and_invoke(offline, cpu_images, model_data, tmp_path):
 
 
 def test_batch_transform_line_by_line(offline, cpu_images, model_data, tmp_path):
-    from localjobs import free_port_for_endpoint
 
     data = tmp_path / "input"
     data.mkdir()
     (data / "messages.csv").write_text("\n".join(MESSAGES * 3) + "\n")
-    port = free_port_for_endpoint()
+    port = free_port("")  # the SDK binds it on every interface
     outputs = localmode.transform(
         cpu_images["inference"],
         model_data,

@@ -7,7 +7,8 @@ import tarfile
 import urllib.request
 
 import pytest
-from localjobs import HYPERPARAMETERS, SERVE_ENV, SMALL_ENV, free_port_for_endpoint
+from localjobs import HYPERPARAMETERS, SERVE_ENV, SMALL_ENV
+from netutil import free_port
 
 from smneuron.tools.local import docker as localrun
 
@@ -71,7 +72,7 @@ def test_failed_training_reports_the_failure_file(docker_client, cpu_images, tmp
 
 
 def test_serving_answers_ping_and_invocations(docker_client, cpu_images, model_tar, tmp_path):
-    port = free_port_for_endpoint()
+    port = free_port("")  # the SDK binds it on every interface
     spec = localrun.serving_run_spec(
         cpu_images["inference"], model_tar, port, tmp_path / "serve", None, SERVE_ENV
     )

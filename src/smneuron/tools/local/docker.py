@@ -14,9 +14,6 @@ import json
 import shutil
 import sys
 import tarfile
-import time
-import urllib.error
-import urllib.request
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +22,7 @@ from typing import Any, TextIO
 
 from smneuron.errors import ConfigurationError, SmneuronError
 from smneuron.tools.build.images import docker_client as engine_client
+from smneuron.tools.http import NotReadyError, wait_for_ping
 from smneuron.tools.local.devices import NeuronDevices
 
 HOST = "algo-1"
@@ -243,17 +241,6 @@ def run_training(spec: RunSpec, client=None, stream: TextIO | None = None) -> Pa
     return _tar_model(spec.workdir / "model", spec.workdir / "output" / "model.tar.gz")
 
 
-def _ping(port: int, host: str) -> str | None:
-    """None when /ping answers 200, else what it answered."""
-    try:
-        with urllib.request.urlopen(f"http://{host}:{port}/ping", timeout=2) as answer:
-            return None if answer.status == 200 else f"HTTP {answer.status}"
-    except urllib.error.HTTPError as err:
-        return f"HTTP {err.code}"
-    except OSError as err:
-        return str(err)
-
-
 def run_serving(
     spec: RunSpec,
     health_timeout: float = 300,
@@ -273,23 +260,9 @@ def run_serving(
     host = "127.0.0.1" if host in ("", "0.0.0.0") else host
     client = client or engine_client()
     container = client.containers.run(spec.image, **spec.run_kwargs())
-    deadline = time.monotonic() + health_timeout
-    last: str | None = "no answer"
+
     try:
-        while time.monotonic() < deadline:
-            container.reload()
-            if container.status in ("exited", "dead"):
-                raise LocalRunError(
-                    f"serving container {spec.image} exited before /ping was 200 (log tail above)"
-                )
-            last = _ping(port, host)
-            if last is None:
-                return container
-            time.sleep(1)
-        raise LocalRunError(
-            f"serving container {spec.image}: /ping on port {port} not 200 within "
-            f"{health_timeout:.0f}s ({last}; log tail above)"
-        )
+        _wait_healthy(container, spec.image, f"http://{host}:{port}", health_timeout)
     except BaseException:
         print(
             f"--- {spec.image} log tail ---\n{_logs(container)[-LOG_TAIL_CHARS:]}",
@@ -297,3 +270,24 @@ def run_serving(
         )
         _remove(container)
         raise
+    return container
+
+
+def _wait_healthy(container, image: str, url: str, timeout_s: float) -> None:
+    """Wait for /ping 200 from a serving container; LocalRunError when it exits or times out."""
+
+    def exited() -> str | None:
+        container.reload()
+        return container.status if container.status in ("exited", "dead") else None
+
+    try:
+        wait_for_ping(url, timeout_s, exited=exited)
+    except NotReadyError as err:
+        if err.exited is not None:
+            raise LocalRunError(
+                f"serving container {image} exited before /ping was 200 (log tail above)"
+            ) from err
+        raise LocalRunError(
+            f"serving container {image}: {url}/ping not 200 within {timeout_s:.0f}s "
+            f"({err.last}; log tail above)"
+        ) from err

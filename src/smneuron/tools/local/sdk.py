@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from smneuron.errors import ConfigurationError, SmneuronError
+from smneuron.tools.http import NotReadyError, wait_for_ping
 
 log = logging.getLogger(__name__)
 
@@ -128,24 +129,6 @@ def _failure_reason(output: Path) -> str:
     return ""
 
 
-def wait_for_ping(port: int, limit_s: float = 300, host: str = "localhost") -> float:
-    """Poll /ping until 200; return the seconds it took."""
-    started = time.monotonic()
-    last = "no answer"
-    while time.monotonic() - started < limit_s:
-        try:
-            with urllib.request.urlopen(f"http://{host}:{port}/ping", timeout=2) as answer:
-                if answer.status == 200:
-                    return time.monotonic() - started
-                last = f"HTTP {answer.status}"
-        except urllib.error.HTTPError as err:
-            last = f"HTTP {err.code}"
-        except OSError as err:
-            last = str(err)
-        time.sleep(1)
-    raise LocalModeError(f"the endpoint on port {port} was not healthy in {limit_s:.0f}s ({last})")
-
-
 def _model(image: str, model_data: str, environment: Mapping[str, str] | None, local):
     """A SageMaker ``Model`` of our serving image, bound to the local session."""
     from sagemaker.model import Model
@@ -183,10 +166,12 @@ def deploy(
         deserializer=JSONDeserializer(),
     )
     try:
-        seconds = wait_for_ping(port, health_limit_s)
-    except LocalModeError:
+        seconds = wait_for_ping(f"http://localhost:{port}", health_limit_s)
+    except NotReadyError as err:
         delete(predictor)
-        raise
+        raise LocalModeError(
+            f"the endpoint on port {port} was not healthy in {health_limit_s:.0f}s ({err.last})"
+        ) from err
     log.info("endpoint %s healthy after %.1fs on port %d", model.endpoint_name, seconds, port)
     predictor.model_name = model.name  # type: ignore[attr-defined]  # read by delete()
     return predictor
