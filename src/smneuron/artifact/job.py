@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import shutil
-import tarfile
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from smneuron import job
+from smneuron.artifact.archive import extract
 from smneuron.artifact.manifest import COMPILED_DIR, MANIFEST, TASKS, Manifest
 from smneuron.env import ENV, read, remote_code_hint
 from smneuron.errors import ArtifactError, ConfigurationError
@@ -297,12 +297,7 @@ def _checkpoint_folder(path: Path, scratch: Path) -> Path:
     else:
         raise ConfigurationError(f"checkpoint {path} does not exist")
     target = scratch / "unpacked"
-    target.mkdir()
-    try:
-        with tarfile.open(archive) as tar:
-            tar.extractall(target, filter="data")
-    except (tarfile.TarError, OSError) as err:
-        raise ConfigurationError(f"cannot unpack {archive}: {err}") from err
+    extract(archive, target)
     log.info("unpacked %s", archive)
     return target
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from smneuron.artifact.archive import extract
 from smneuron.errors import ConfigurationError, SmneuronError
 from smneuron.tools.build.images import docker_client as engine_client
 from smneuron.tools.http import NotReadyError, wait_for_ping
@@ -145,9 +146,7 @@ def _unpack_model(model: Path, target: Path) -> Path:
         raise ConfigurationError(f"--model-data {model}: not a model folder or a model.tar.gz")
     if target.exists():
         shutil.rmtree(target)
-    target.mkdir(parents=True)
-    with tarfile.open(model) as tar:
-        tar.extractall(target, filter="data")
+    extract(model, target)
     return target
 
 
