@@ -60,7 +60,7 @@ def environ() -> dict[str, str]:
 
 
 def test_one_host_runs_one_worker_per_neuroncore(trn1):
-    plan = launch.plan_host(hosts(), trn1, environ())
+    plan = launch.plan_host(hosts(), trn1, environ(), backend="neuron")
     assert plan.backend == "neuron"
     assert launch.needs_launch(plan, environ())
     assert launch.commands(plan, python="python3") == [
@@ -82,7 +82,9 @@ def test_one_host_runs_one_worker_per_neuroncore(trn1):
 
 @pytest.mark.parametrize(("current", "rank"), [("algo-1", 0), ("algo-2", 1)])
 def test_two_hosts_rank_master_and_efa(trn1, current, rank):
-    plan = launch.plan_host(hosts(current, 2), trn1, {**environ(), ENV.MASTER_PORT: "29400"})
+    plan = launch.plan_host(
+        hosts(current, 2), trn1, {**environ(), ENV.MASTER_PORT: "29400"}, backend="neuron"
+    )
     command = launch.torchrun_command(plan, python="python3")
     assert command[3:8] == [
         "--nnodes=2",
@@ -98,7 +100,7 @@ def test_two_hosts_rank_master_and_efa(trn1, current, rank):
 
 
 def test_worker_environment_compile_cache_bf16_and_backend(trn1):
-    plan = launch.plan_host(hosts(), trn1, environ(), bf16=True)
+    plan = launch.plan_host(hosts(), trn1, environ(), backend="neuron", bf16=True)
     env = launch.worker_environ(environ(), plan)
     cache = str(trn1.checkpoints / "neuron-compile-cache")
     flags = shlex.split(env["NEURON_CC_FLAGS"])
@@ -109,27 +111,29 @@ def test_worker_environment_compile_cache_bf16_and_backend(trn1):
     assert env["NEURON_RT_STOCHASTIC_ROUNDING_EN"] == "1"
     assert env[ENV.ACCELERATOR] == "neuron"
     assert env[ENV.TRAINING_WORKER] == "1"
-    fp32 = launch.worker_environ(environ(), launch.plan_host(hosts(), trn1, environ()))
+    fp32 = launch.worker_environ(
+        environ(), launch.plan_host(hosts(), trn1, environ(), backend="neuron")
+    )
     assert "NEURON_RT_STOCHASTIC_ROUNDING_EN" not in fp32
 
 
 def test_retired_xla_bf16_variables_never_reach_the_workers(trn1, monkeypatch):
     monkeypatch.setenv("XLA_USE_BF16", "1")
     monkeypatch.setenv("XLA_DOWNCAST_BF16", "1")
-    plan = launch.plan_host(hosts(), trn1, environ(), bf16=True)
+    plan = launch.plan_host(hosts(), trn1, environ(), backend="neuron", bf16=True)
     env = launch.worker_environ(environ(), plan)
     assert "XLA_USE_BF16" not in env and "XLA_DOWNCAST_BF16" not in env
 
 
 def test_platform_core_count_narrows_the_workers_and_stays_with_the_launcher(trn1, monkeypatch):
     monkeypatch.setenv(ENV.NEURON_NUM_CORES, "8")
-    plan = launch.plan_host(hosts(), trn1, environ())
+    plan = launch.plan_host(hosts(), trn1, environ(), backend="neuron")
     assert "--nproc_per_node=8" in launch.torchrun_command(plan)
     assert ENV.NEURON_NUM_CORES not in launch.worker_environ(environ(), plan)
 
 
 def test_precompile_runs_neuron_parallel_compile_then_the_real_run(trn1):
-    plan = launch.plan_host(hosts("algo-2", 2), trn1, environ(), precompile=True)
+    plan = launch.plan_host(hosts("algo-2", 2), trn1, environ(), backend="neuron", precompile=True)
     first, second = launch.commands(plan, python="python3")
     assert first == ["neuron_parallel_compile", *second]
     assert second[:3] == ["python3", "-m", "torch.distributed.run"]
@@ -138,10 +142,12 @@ def test_precompile_runs_neuron_parallel_compile_then_the_real_run(trn1):
 
 def test_cpu_plan_is_unchanged_and_skips_precompile(monkeypatch, tmp_path):
     monkeypatch.setenv(ENV.ACCELERATOR, "cpu")
-    plan = launch.plan_host(hosts(), Paths(tmp_path), environ(), precompile=True)
+    plan = launch.plan_host(hosts(), Paths(tmp_path), environ(), backend="cpu", precompile=True)
     assert plan == launch.plan(hosts())
     assert not launch.needs_launch(plan, environ())
-    two = launch.plan_host(hosts("algo-1", 2), Paths(tmp_path), environ(), precompile=True)
+    two = launch.plan_host(
+        hosts("algo-1", 2), Paths(tmp_path), environ(), backend="cpu", precompile=True
+    )
     assert launch.commands(two) == [launch.torchrun_command(two)]
 
 

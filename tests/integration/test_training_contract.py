@@ -105,7 +105,7 @@ def in_process(opt_ml, monkeypatch):
 def test_unexpected_error_writes_reason_and_traceback_and_exits_2(in_process, monkeypatch):
     from smneuron.training import trainer
 
-    def explode(env, hps, flag):
+    def explode(env, hps, flag, backend):
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(trainer, "train", explode)
@@ -119,7 +119,7 @@ def test_unexpected_error_writes_reason_and_traceback_and_exits_2(in_process, mo
 def test_sigterm_exits_143_with_the_reason(in_process, monkeypatch):
     from smneuron.training import trainer
 
-    def stopped(env, hps, flag):
+    def stopped(env, hps, flag, backend):
         raise Terminated("stopped by SIGTERM at step 7")
 
     monkeypatch.setattr(trainer, "train", stopped)

@@ -135,7 +135,9 @@ def test_neuron_compile_traces_each_bucket_with_the_compiler_args(
 
 def test_neuron_compile_defaults_to_bf16_matmult_autocast(checkpoint, tmp_path, fake_torch_neuronx):
     settings = compile_job.CompileHyperparameters(backend="neuron", sequence_lengths=(16,))
-    manifest = compile_job.compile_checkpoint(checkpoint, tmp_path / "out", settings)
+    manifest = compile_job.compile_checkpoint(
+        checkpoint, tmp_path / "out", settings, backend=compile_job.resolve_backend("neuron")
+    )
     trace = next(call for call in fake_torch_neuronx.CALLS if call["call"] == "trace")
     # No Neuron device here: the CPU backend, for the default target inf2, recorded as such.
     expected = ["--auto-cast", "matmult", "--auto-cast-type", "bf16", "--target", "inf2"]
@@ -178,7 +180,7 @@ def test_more_than_one_core_per_model_is_refused_with_the_reason(checkpoint, tmp
 
     settings = compile_job.CompileHyperparameters(backend="cpu", cores_per_model=2)
     with pytest.raises(ConfigurationError, match="a traced model runs on one NeuronCore"):
-        compile_job.compile_checkpoint(checkpoint, tmp_path / "out", settings)
+        compile_job.compile_checkpoint(checkpoint, tmp_path / "out", settings, backend=CpuBackend())
     assert not (tmp_path / "out").exists()
     with pytest.raises(ConfigurationError, match="cores_per_model=2: a traced model runs on one"):
         load({"cores_per_model": "2"})

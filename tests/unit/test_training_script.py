@@ -243,7 +243,7 @@ def test_on_neuron_the_script_runs_under_torchrun_one_process_per_core(opt_ml, m
         return 0, False, []
 
     monkeypatch.setattr(supervisor, "supervise", record)
-    outcome = script.run(TrainingEnv.from_env(environ), environ)
+    outcome = script.run(TrainingEnv.from_env(environ), environ, "neuron")
     assert outcome.code == 0
     ((command, env, cwd),) = runs
     assert "torch.distributed.run" in command and "--nproc_per_node=2" in command

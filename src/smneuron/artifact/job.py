@@ -28,6 +28,7 @@ from typing import Any
 
 from smneuron import job
 from smneuron.artifact.archive import extract
+from smneuron.artifact.backends import Backend
 from smneuron.artifact.manifest import COMPILED_DIR, MANIFEST, TASKS, Manifest
 from smneuron.env import ENV, read, remote_code_hint
 from smneuron.errors import ArtifactError, ConfigurationError
@@ -134,8 +135,13 @@ def run(args: argparse.Namespace) -> int:
     if args.output is None:
         raise ConfigurationError("--output is required with --checkpoint")
     trust = read(ENV.TRUST_REMOTE_CODE)
+    settings = _from_args(args)
     manifest = compile_checkpoint(
-        args.checkpoint, args.output, _from_args(args), trust_remote_code=trust
+        args.checkpoint,
+        args.output,
+        settings,
+        backend=resolve_backend(settings.backend),
+        trust_remote_code=trust,
     )
     print(json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
     return 0
@@ -157,7 +163,13 @@ def run_job(paths: Paths) -> int:
                 f"no '{CHECKPOINT_CHANNEL}' channel at {channel}: give the job an input "
                 f"channel named '{CHECKPOINT_CHANNEL}' holding the fine-tuned checkpoint"
             )
-        compile_checkpoint(channel, paths.model, settings, trust_remote_code=env.trust_remote_code)
+        compile_checkpoint(
+            channel,
+            paths.model,
+            settings,
+            backend=resolve_backend(settings.backend),
+            trust_remote_code=env.trust_remote_code,
+        )
         return True
 
     return job.run_job(paths, "compile", work)
@@ -167,20 +179,27 @@ def run_job(paths: Paths) -> int:
 # The work
 
 
+def resolve_backend(name: str) -> Backend:
+    """The backend of one compile run: ``name``, or the host's for ``auto`` (decided once)."""
+    from smneuron.accelerator import detect_backend
+    from smneuron.artifact.backends import get_backend
+
+    return get_backend(detect_backend() if name == "auto" else name)
+
+
 def compile_checkpoint(
     checkpoint: Path,
     output: Path,
     settings: CompileHyperparameters,
     *,
-    backend: Any = None,
+    backend: Backend,
     trust_remote_code: bool = False,
 ) -> Manifest:
-    """Compile ``checkpoint`` into an artifact at ``output`` and return its manifest.
+    """Compile ``checkpoint`` with ``backend`` into an artifact at ``output``; its manifest.
 
     ``trust_remote_code`` (``SMNEURON_TRUST_REMOTE_CODE``) lets a checkpoint run its own code.
     """
-    from smneuron.accelerator import check_cores_per_model, detect_backend
-    from smneuron.artifact.backends import get_backend
+    from smneuron.accelerator import check_cores_per_model
     from smneuron.artifact.build import compile_artifact
     from smneuron.neuron.backend import DEFAULT_COMPILER_ARGS, parse_compiler_args
 
@@ -197,8 +216,6 @@ def compile_checkpoint(
                 f"sequence length {max(lengths)} is above the model's "
                 f"max_position_embeddings {limit}; use buckets up to {limit}"
             )
-        name = settings.backend if settings.backend != "auto" else detect_backend()
-        backend = backend or get_backend(name)
         args = parse_compiler_args(settings.compiler_args)
         if backend.name == "neuron":
             from smneuron.neuron.backend import with_target

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 
+from smneuron.accelerator import detect_backend
 from smneuron.env import ENV
 from smneuron.job import Paths, ProcessFailed, TrainingEnv, run_job
 from smneuron.training import hyperparameters, launch, script
@@ -34,12 +35,18 @@ def train_job(flag: TerminationFlag, *, worker: bool) -> bool:
     """Run the user's script, launch the workers, or train; True when this process publishes
     the result (writes ``success``)."""
     env = TrainingEnv.from_env()
+    backend = detect_backend(os.environ)  # once; workers are told it (SMNEURON_ACCELERATOR)
     if not worker and script.requested(env.hyperparameters, os.environ):
-        return _run_script(env)
+        return _run_script(env, backend)
     hps = hyperparameters.load(env.hyperparameters)
     if not worker:
         layout = launch.plan_host(
-            env.resource, env.paths, os.environ, bf16=hps.bf16, precompile=hps.precompile
+            env.resource,
+            env.paths,
+            os.environ,
+            backend=backend,
+            bf16=hps.bf16,
+            precompile=hps.precompile,
         )
         if layout.backend == "neuron":  # before any worker starts (driver too old: failure)
             from smneuron.neuron.driver import check_host_driver
@@ -52,7 +59,7 @@ def train_job(flag: TerminationFlag, *, worker: bool) -> bool:
             return False  # the rank-0 worker wrote success
     from smneuron.training.trainer import train
 
-    result = train(env, hps, flag)
+    result = train(env, hps, flag, backend)
     if result.precompile_run:  # nothing to publish: neuron_parallel_compile compiles next
         if launch.is_rank_zero(os.environ):
             log.info("precompile pass: graphs extracted in %d steps", result.global_step)
@@ -63,9 +70,9 @@ def train_job(flag: TerminationFlag, *, worker: bool) -> bool:
     return True
 
 
-def _run_script(env: TrainingEnv) -> bool:
+def _run_script(env: TrainingEnv, backend: str) -> bool:
     """Script mode: the user's script (sagemaker_program / SAGEMAKER_PROGRAM) instead of ours."""
-    outcome = script.run(env, os.environ)
+    outcome = script.run(env, os.environ, backend)
     if outcome.code != 0:
         raise ProcessFailed(outcome.reason, outcome.code)
     return True

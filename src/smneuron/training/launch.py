@@ -97,19 +97,17 @@ def plan_host(
     paths: Paths,
     environ: Mapping[str, str],
     *,
+    backend: str,
     bf16: bool = False,
     precompile: bool = False,
 ) -> LaunchPlan:
-    """The plan for this host on the backend it has (``SMNEURON_ACCELERATOR`` or detection).
+    """The plan for this host on ``backend`` (decided once by ``train``: ``detect_backend``).
 
     CPU: one process per host (the plan of ``plan``). Neuron: one process per visible
     NeuronCore, the Neuron worker environment, and the optional precompile pass; workers are
     told the backend so that they do not probe the host again.
     """
-    from smneuron.accelerator import detect_backend
-
     port = master_port(environ)
-    backend = detect_backend(environ)
     if backend != "neuron":
         if precompile:
             log.info("precompile=true is a Neuron step: the %s backend skips it", backend)

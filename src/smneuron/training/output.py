@@ -50,9 +50,10 @@ def write_artifact(
     labels: tuple[str, ...],
     paths: Paths,
     flag: TerminationFlag,
+    backend_name: str,
 ) -> Path:
-    """Checkpoint + compiled graphs + manifest, built in a staging dir next to /opt/ml/model."""
-    from smneuron.accelerator import detect_backend
+    """Checkpoint + graphs compiled for ``backend_name`` + manifest, built in a staging dir
+    next to /opt/ml/model."""
     from smneuron.artifact.backends import get_backend
     from smneuron.artifact.build import compile_artifact
 
@@ -62,7 +63,7 @@ def write_artifact(
         model = model.to("cpu").eval()
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        name = detect_backend() if hps.compile else None
+        name = backend_name if hps.compile else None
         if name == "neuron":  # in a clean child process, with exactly the recorded flags
             _compile_neuron_in_child(staging, hps, labels)
         elif name is not None:

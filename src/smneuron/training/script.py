@@ -198,8 +198,8 @@ class Outcome:
     reason: str = ""  # for the failure file when code != 0
 
 
-def run(env: TrainingEnv, environ: Mapping[str, str]) -> Outcome:
-    """Fetch the source, install its requirements, run the script; the job's outcome."""
+def run(env: TrainingEnv, environ: Mapping[str, str], backend: str) -> Outcome:
+    """Fetch the source, install its requirements, run the script on ``backend``."""
     job = ScriptJob.from_env(env.hyperparameters, environ)
     paths = env.paths
     code_dir = sourcedir.fetch(job.source, paths.base / "code", region=job.region, environ=environ)
@@ -211,7 +211,7 @@ def run(env: TrainingEnv, environ: Mapping[str, str]) -> Outcome:
         )
     if not job.program.endswith(".py"):
         (code_dir / job.program).chmod(0o755)
-    plan = launch.plan_host(env.resource, paths, environ)
+    plan = launch.plan_host(env.resource, paths, environ, backend=backend)
     torchrun = plan.backend == "neuron" or job.distribution_requested
     neurons = plan.nproc_per_node if plan.backend == "neuron" else 0
     training = smenv.training_env(job, env, code_dir, num_neurons=neurons, environ=environ)

@@ -210,8 +210,13 @@ def _check_buckets(hps: TrainingHyperparameters, config: Any) -> None:
 # The whole job
 
 
-def train(env: TrainingEnv, hps: TrainingHyperparameters, flag: TerminationFlag) -> TrainResult:
-    """Fine-tune, evaluate and (on rank 0) write the serving artifact to /opt/ml/model."""
+def train(
+    env: TrainingEnv, hps: TrainingHyperparameters, flag: TerminationFlag, backend: str
+) -> TrainResult:
+    """Fine-tune, evaluate and (on rank 0) write the serving artifact to /opt/ml/model.
+
+    ``backend`` (``cpu`` or ``neuron``) is decided once by ``train``'s entry point.
+    """
     source = resolve_model_source(hps, env.channels)
     _quiet_datasets()
     with tempfile.TemporaryDirectory(prefix="smneuron-data-") as cache:
@@ -226,7 +231,7 @@ def train(env: TrainingEnv, hps: TrainingHyperparameters, flag: TerminationFlag)
             data_format=hps.data_format,
             cache_dir=Path(cache),
         )
-        return _fit(env, hps, flag, source, splits)
+        return _fit(env, hps, flag, source, splits, backend)
 
 
 def _fit(
@@ -235,22 +240,14 @@ def _fit(
     flag: TerminationFlag,
     source: str,
     splits: Splits,
+    backend: str,
 ) -> TrainResult:
-    from transformers import PrinterCallback
-
-    Trainer = trainer_class()  # atomic checkpoints, evaluation abandoned on SIGTERM
+    """Load, train (resuming from the latest checkpoint), then publish on rank 0."""
     _quiet_transformers()
     paths = env.paths
     labels = splits.label_names
-    on_neuron = _backend() == "neuron"  # else cpu
-    precompile_run = False
-    if on_neuron:
-        from smneuron.neuron import training as neuron
-
-        # Before TrainingArguments: the Trainer then finds torch-xla and the xla group.
-        device = neuron.init_training_process()
-        precompile_run = neuron.is_precompile_run()
-        log.info("Neuron training on %s%s", device, " (precompile pass)" if precompile_run else "")
+    on_neuron = backend == "neuron"  # else cpu
+    precompile_run = _start_neuron_process() if on_neuron else False
     log.info("pretrained model: %s; labels: %s", source, ", ".join(labels))
     tokenizer, model = load_pretrained(source, labels, hps, trust_remote_code=env.trust_remote_code)
     tokenized = tokenize(splits, tokenizer, hps)
@@ -261,55 +258,99 @@ def _fit(
             # /opt/ml/checkpoints, where the real run would resume from them.
             scratch = tempfile.TemporaryDirectory(prefix="smneuron-precompile-")
             output_dir = Path(stack.enter_context(scratch))
-        # The precompile pass runs no evaluation and no compute_metrics: its graphs return
-        # zeros, and accelerate's pad_across_processes crashes on them (Neuron SDK known
-        # issue "Input dimension should be either 1 or equal to the output dimension").
-        evaluate = "validation" in tokenized and not precompile_run
-        args = training_arguments(
-            hps,
-            output_dir,
-            validation=evaluate,
-            distributed=int(os.environ.get(ENV.WORLD_SIZE, "1")) > 1,
-            on_cpu=not on_neuron,
-            max_steps=precompile_steps(hps) if precompile_run else None,
+        trainer = _make_trainer(
+            model, tokenizer, tokenized, hps, flag, output_dir, on_neuron, precompile_run
         )
-        stopper = checkpoint_callback(flag)
-        trainer = Trainer(
-            model=model,
-            args=args,
-            train_dataset=tokenized["train"],
-            eval_dataset=tokenized.get("validation") if evaluate else None,
-            processing_class=tokenizer,
-            data_collator=data_collator(tokenizer, hps, static_shapes=on_neuron),
-            compute_metrics=compute_metrics if evaluate else None,
-            callbacks=[metrics_callback(), stopper],
-        )
-        trainer.remove_callback(PrinterCallback)  # it prints raw dicts; we log key=value lines
         resume = None if precompile_run else latest_checkpoint(paths.checkpoints)
-        if resume is not None:
-            log.info("resuming from %s", resume)
-        started = time.monotonic()
-        with flag.deferring():
-            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        seconds = _run(trainer, resume, flag)
     step = trainer.state.global_step
-    if flag.requested and precompile_run:
-        raise Terminated(f"stopped by SIGTERM during the precompile pass at step {step}")
-    if flag.requested:
-        saved = paths.checkpoints / f"checkpoint-{step}"
-        raise Terminated(
-            f"stopped by SIGTERM at step {step}; checkpoint saved to {saved}; a job with the "
-            "same checkpoint location resumes from it"
-        )
-    log.info("training took %.1fs (%d steps)", time.monotonic() - started, step)
+    _raise_if_stopped(flag, step, paths.checkpoints, precompile_run)
+    log.info("training took %.1fs (%d steps)", seconds, step)
     if precompile_run:
         return TrainResult({}, step, labels, None, None, precompile_run=True)
     metrics = _final_metrics(trainer) if "validation" in tokenized else {}
     artifact = None
     if trainer.is_world_process_zero():
         write_metrics(paths, metrics, step)
-        artifact = write_artifact(trainer.model, tokenizer, hps, labels, paths, flag)
+        artifact = write_artifact(trainer.model, tokenizer, hps, labels, paths, flag, backend)
         log.info("artifact written to %s", artifact)
     return TrainResult(metrics, step, labels, resume, artifact)
+
+
+def _start_neuron_process() -> bool:
+    """Join the XLA process group; True in a ``neuron_parallel_compile`` precompile pass."""
+    from smneuron.neuron import training as neuron
+
+    # Before TrainingArguments: the Trainer then finds torch-xla and the xla group.
+    device = neuron.init_training_process()
+    precompile_run = neuron.is_precompile_run()
+    log.info("Neuron training on %s%s", device, " (precompile pass)" if precompile_run else "")
+    return precompile_run
+
+
+def _make_trainer(
+    model: Any,
+    tokenizer: Any,
+    tokenized: Mapping[str, Any],
+    hps: TrainingHyperparameters,
+    flag: TerminationFlag,
+    output_dir: Path,
+    on_neuron: bool,
+    precompile_run: bool,
+) -> Any:
+    """The Trainer with our callbacks (key=value metrics, SIGTERM checkpoint), atomic
+    checkpoints and evaluation abandoned on SIGTERM (``trainer_class``)."""
+    from transformers import PrinterCallback
+
+    Trainer = trainer_class()
+    # The precompile pass runs no evaluation and no compute_metrics: its graphs return
+    # zeros, and accelerate's pad_across_processes crashes on them (Neuron SDK known
+    # issue "Input dimension should be either 1 or equal to the output dimension").
+    evaluate = "validation" in tokenized and not precompile_run
+    args = training_arguments(
+        hps,
+        output_dir,
+        validation=evaluate,
+        distributed=int(os.environ.get(ENV.WORLD_SIZE, "1")) > 1,
+        on_cpu=not on_neuron,
+        max_steps=precompile_steps(hps) if precompile_run else None,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=tokenized["train"],
+        eval_dataset=tokenized.get("validation") if evaluate else None,
+        processing_class=tokenizer,
+        data_collator=data_collator(tokenizer, hps, static_shapes=on_neuron),
+        compute_metrics=compute_metrics if evaluate else None,
+        callbacks=[metrics_callback(), checkpoint_callback(flag)],
+    )
+    trainer.remove_callback(PrinterCallback)  # it prints raw dicts; we log key=value lines
+    return trainer
+
+
+def _run(trainer: Any, resume: Path | None, flag: TerminationFlag) -> float:
+    """Train (from ``resume`` when given); the seconds it took."""
+    if resume is not None:
+        log.info("resuming from %s", resume)
+    started = time.monotonic()
+    with flag.deferring():
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    return time.monotonic() - started
+
+
+def _raise_if_stopped(
+    flag: TerminationFlag, step: int, checkpoints: Path, precompile_run: bool
+) -> None:
+    """Terminated when SIGTERM stopped the training (the checkpoint callback saved it)."""
+    if flag.requested and precompile_run:
+        raise Terminated(f"stopped by SIGTERM during the precompile pass at step {step}")
+    if flag.requested:
+        saved = checkpoints / f"checkpoint-{step}"
+        raise Terminated(
+            f"stopped by SIGTERM at step {step}; checkpoint saved to {saved}; a job with the "
+            "same checkpoint location resumes from it"
+        )
 
 
 def load_pretrained(
@@ -403,9 +444,3 @@ def _final_metrics(trainer: Any) -> dict[str, float]:
     done = [e for e in trainer.state.log_history if "eval_loss" in e and e.get("step") == step]
     metrics = done[-1] if done else trainer.evaluate()
     return {k: v for k, v in metrics.items() if isinstance(v, int | float) and k != "step"}
-
-
-def _backend() -> str:
-    from smneuron.accelerator import detect_backend
-
-    return detect_backend()
