@@ -76,7 +76,7 @@ INSTANCE_LAYOUTS: dict[str, InstanceLayout] = {
 
 # NeuronCores per Neuron device, by instance family (inf2/trn1: 2 per device; trn2: 8 physical
 # cores, exposed as 4 logical cores with the default LNC=2).
-CORES_PER_DEVICE = {"inf1": 4, "inf2": 2, "trn1": 2, "trn1n": 2, "trn2": 4}
+CORES_PER_DEVICE = {"inf2": 2, "trn1": 2, "trn1n": 2, "trn2": 4}
 FAMILIES = ("inf2", "trn1", "trn2")
 # Instance name prefixes that compile for another family's name (neuronx-cc --target values).
 _FAMILY_ALIASES = {"trn1n": "trn1", "trn2n": "trn2", "trn2u": "trn2"}

@@ -70,7 +70,8 @@ def test_bad_values_are_client_errors_naming_the_field(raw, message):
 
 
 def test_max_steps_alone_is_enough_to_train():
-    assert load({"epochs": "0", "max_steps": "5"}).max_steps_or_none == 5
+    hps = load({"epochs": "0", "max_steps": "5"})
+    assert (hps.epochs, hps.max_steps) == (0, 5)
 
 
 def test_every_field_has_a_type_and_help():

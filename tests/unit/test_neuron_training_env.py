@@ -18,7 +18,6 @@ from smneuron.neuron.training import (
     TRAINING_ENV_UNSET,
     is_precompile_run,
     precompile_command,
-    trainer_name,
     training_cores,
     training_env,
 )
@@ -133,7 +132,6 @@ def test_artifact_compiler_args_default_to_bf16_matmult_autocast():
 
 
 def test_trainer_choice_is_documented():
-    assert trainer_name() == "transformers"
     doc = (Path(__file__).resolve().parents[2] / "docs" / "neuron.md").read_text()
     assert "NeuronTrainer" in doc and "transformers `Trainer`" in doc
 

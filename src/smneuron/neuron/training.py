@@ -174,15 +174,3 @@ def init_training_process(environ: Mapping[str, str] | None = None) -> Any:
     if int(environ.get(ENV.WORLD_SIZE, "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("xla")
     return xm.xla_device()
-
-
-def trainer_name() -> str:
-    """The trainer used on Trainium: the transformers ``Trainer`` on the XLA device.
-
-    Why not optimum-neuron's ``NeuronTrainer`` (0.4.1 in the pinned DLC): the 0.4 line was
-    rewritten around decoder models with tensor/pipeline parallelism, and the source we read
-    raises on an ``eval_dataset``; the transformers Trainer runs encoder fine-tuning with
-    evaluation on XLA (the Neuron SDK's BERT fine-tuning tutorial uses it) and is the same
-    code path as on CPU. See docs/neuron.md.
-    """
-    return "transformers"

@@ -123,10 +123,6 @@ class TrainingHyperparameters:
     )
 
     @property
-    def max_steps_or_none(self) -> int | None:
-        return self.max_steps if self.max_steps > 0 else None
-
-    @property
     def compiler_arg_list(self) -> tuple[str, ...]:
         return tuple(self.compiler_args.split())
 
