@@ -86,10 +86,6 @@ class Manifest:
                 f"got {list(self.sequence_lengths)}"
             )
 
-    @property
-    def max_sequence_length(self) -> int:
-        return self.sequence_lengths[-1]
-
     def graph_path(self, root: Path, sequence_length: int) -> Path:
         compiled = self.files.get("compiled", {})
         return root / compiled.get(str(sequence_length), compiled_name(sequence_length))
