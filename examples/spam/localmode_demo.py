@@ -70,7 +70,6 @@ def main() -> int:
     if not args.skip_build:
         for result in build_images("cpu"):
             print(f"built {result.tags[0]} ({result.size_bytes / 1e6:.0f} MB)")
-    localmode.apply_offline_env(args.output)
     channels = stage_channels(args.output / "channels")
 
     print("\n== training in local mode ==")

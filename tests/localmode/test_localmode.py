@@ -20,14 +20,15 @@ MESSAGES = ["WINNER!! Claim your free prize now", "Are we still on for lunch tom
 
 @pytest.fixture(scope="module")
 def model_data(cpu_images, spam_channels, tmp_path_factory) -> str:
-    """One local training job (Estimator, instance_type="local", file:// channels)."""
+    """One local training job (Estimator, instance_type="local", file:// channels), with no
+    credentials, region or SDK config in the environment: ``session`` alone keeps it offline."""
     work = tmp_path_factory.mktemp("train")
     with pytest.MonkeyPatch.context() as patch:
-        for key, value in localmode.offline_env(work, {}).items():
-            patch.setenv(key, value)
+        for key in (*localmode.OFFLINE_DEFAULTS, "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION"):
+            patch.delenv(key, raising=False)
+        patch.delenv("SAGEMAKER_USER_CONFIG_OVERRIDE", raising=False)
         patch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(work / "none"))
         patch.setenv("AWS_CONFIG_FILE", str(work / "none"))
-        patch.delenv("AWS_PROFILE", raising=False)
         return localmode.train(
             cpu_images["training"],
             spam_channels,

@@ -1,10 +1,12 @@
 """`smneuron local`: SageMaker Python SDK (2.x) local mode with our images, fully offline.
 
-Local mode needs no AWS account when three things hold, all arranged by ``offline_env``:
-dummy credentials and a region, telemetry opted out through ``SAGEMAKER_USER_CONFIG_OVERRIDE``
-(otherwise the SDK calls STS), and ``file://`` inputs and outputs. ``deploy`` and ``transform``
-never use the SDK's own waits (a fixed 30 s sleep, a 120 s health limit, CloudWatch): they
-return at once and this module polls the container itself, with a limit the caller sets.
+Local mode needs no AWS account when three things hold, all arranged by ``session``: dummy
+credentials and a region (an explicit boto3 session, unless the environment has its own),
+telemetry opted out in the SDK config it is given (otherwise the SDK calls STS), and
+``file://`` inputs and outputs. This process's ``os.environ`` is never edited. ``deploy`` and
+``transform`` never use the SDK's own waits (a fixed 30 s sleep, a 120 s health limit,
+CloudWatch): they return at once and this module polls the container itself, with a limit the
+caller sets.
 """
 
 from __future__ import annotations
@@ -32,44 +34,59 @@ OFFLINE_DEFAULTS = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_EC2_METADATA_DISABLED": "true",
 }
-SDK_CONFIG = """SchemaVersion: '1.0'
-SageMaker:
-  PythonSDK:
-    Modules:
-      TelemetryOptOut: true
-"""
+SDK_DEFAULTS = {
+    "SchemaVersion": "1.0",
+    "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}},
+}
 
 
 class LocalModeError(SmneuronError):
     """A local-mode job or endpoint failed; the message carries the container's log tail."""
 
 
-def offline_env(workdir: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment variables that keep the SDK off the network (to put in os.environ)."""
+def offline_values(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Credentials and region: the environment's own where set, else dummy ones."""
     environ = os.environ if environ is None else environ
+    return {key: environ.get(key) or value for key, value in OFFLINE_DEFAULTS.items()}
+
+
+def offline_env(workdir: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The same as environment variables, for a child process's environment (the SDK in
+    another process reads its telemetry opt-out from the config file written here)."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "sagemaker-config.yaml"
-    config.write_text(SDK_CONFIG, encoding="utf-8")
-    values = {key: environ.get(key) or value for key, value in OFFLINE_DEFAULTS.items()}
-    values["SAGEMAKER_USER_CONFIG_OVERRIDE"] = str(config)
-    return values
+    config.write_text(json.dumps(SDK_DEFAULTS), encoding="utf-8")  # JSON is YAML too
+    return {**offline_values(environ), "SAGEMAKER_USER_CONFIG_OVERRIDE": str(config)}
 
 
-def apply_offline_env(workdir: Path) -> None:
-    """Set the offline variables in this process (the SDK reads them from os.environ)."""
-    os.environ.update(offline_env(workdir))
-
-
-def session(port: int = 8080, container_root: Path | None = None):
+def session(
+    port: int = 8080,
+    container_root: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+):
+    """A LocalSession that stays on this machine, whatever ``os.environ`` holds."""
+    import boto3
     from sagemaker.local import LocalSession
 
-    local = LocalSession()
+    values = offline_values(environ)
+    boto = boto3.Session(
+        aws_access_key_id=values["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=values["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=_own_session_token(os.environ if environ is None else environ),
+        region_name=values["AWS_DEFAULT_REGION"],
+    )
+    local = LocalSession(boto_session=boto, sagemaker_config=SDK_DEFAULTS)
     config: dict[str, object] = {"local_code": True, "serving_port": port}
     if container_root is not None:
         container_root.mkdir(parents=True, exist_ok=True)
         config["container_root"] = str(container_root)
     local.config = {"local": config}
     return local
+
+
+def _own_session_token(environ: Mapping[str, str]) -> str | None:
+    """The environment's session token, only with the environment's own access key."""
+    return environ.get("AWS_SESSION_TOKEN") if environ.get("AWS_ACCESS_KEY_ID") else None
 
 
 def file_uri(path: str | Path) -> str:
@@ -313,81 +330,98 @@ def _wait_for_ctrl_c(cleanup: Callable[[], object]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.getLogger("sagemaker.config").setLevel(logging.WARNING)  # it logs to stdout
-    apply_offline_env(args.workdir.resolve())
     env = _pairs(args.env, "--env")
     if getattr(args, "neuron_devices", None):
         # The SDK cannot pass devices: run the container directly, same /opt/ml layout.
-        from smneuron.tools.local import devices as neuron_local
-        from smneuron.tools.local import docker as localrun
+        return _run_with_devices(args, env)
+    actions = {"train": _sdk_train, "deploy": _sdk_deploy, "transform": _sdk_transform}
+    if args.action == "invoke":
+        _invoke(args)
+    else:
+        actions[args.action](args, env)  # each makes its offline session()
+    return 0
 
-        devices = neuron_local.docker_device_args(args.neuron_devices)
-        if args.action == "train":
-            if args.instance_count != 1:
-                raise ConfigurationError("--neuron-devices runs one host: --instance-count 1")
-            if args.entry_point:
-                raise ConfigurationError("--entry-point runs through the SDK: no --neuron-devices")
-            job = args.output.resolve() / time.strftime("smneuron-local-%Y%m%d-%H%M%S")
-            spec = localrun.training_run_spec(
-                args.image,
-                _pairs(args.channel, "--channel"),
-                json.loads(args.hyperparameters),
-                job,
-                devices,
-                env,
-            )
-            print(localrun.run_training(spec))
-            return 0
-        spec = localrun.serving_run_spec(
-            args.image, args.model_data, args.port, args.workdir.resolve() / "serve", devices, env
-        )
-        container = localrun.run_serving(spec, args.health_timeout)
-        print(f"{args.image} with {', '.join(devices.devices)} on http://localhost:{args.port}")
-        _wait_for_ctrl_c(lambda: container.remove(force=True))
-        return 0
+
+def _run_with_devices(args: argparse.Namespace, env: dict[str, str]) -> int:
+    """``train`` or ``deploy`` with Neuron devices passed through: docker directly."""
+    from smneuron.tools.local import devices as neuron_local
+    from smneuron.tools.local import docker as localrun
+
+    devices = neuron_local.docker_device_args(args.neuron_devices)
     if args.action == "train":
-        hyperparameters = json.loads(args.hyperparameters)
-        uri = train(
+        if args.instance_count != 1:
+            raise ConfigurationError("--neuron-devices runs one host: --instance-count 1")
+        if args.entry_point:
+            raise ConfigurationError("--entry-point runs through the SDK: no --neuron-devices")
+        job = args.output.resolve() / time.strftime("smneuron-local-%Y%m%d-%H%M%S")
+        spec = localrun.training_run_spec(
             args.image,
             _pairs(args.channel, "--channel"),
-            args.output.resolve(),
-            hyperparameters=hyperparameters,
-            instance_count=args.instance_count,
-            environment=env,
-            entry_point=args.entry_point,
-            source_dir=args.source_dir,
+            json.loads(args.hyperparameters),
+            job,
+            devices,
+            env,
         )
-        print(uri)
-    elif args.action == "deploy":
-        predictor = deploy(
-            args.image,
-            file_uri(args.model_data),
-            port=args.port,
-            environment=env,
-            health_limit_s=args.health_timeout,
-        )
-        print(f"endpoint {predictor.endpoint_name} on http://localhost:{args.port} (Ctrl-C stops)")
-        _wait_for_ctrl_c(lambda: delete(predictor))
-    elif args.action == "invoke":
-        request = urllib.request.Request(
-            f"http://localhost:{args.port}/invocations",
-            data=args.body.encode(),
-            headers={"Content-Type": args.content_type, "Accept": args.accept},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=60) as answer:
-                print(answer.read().decode())
-        except urllib.error.HTTPError as err:
-            raise LocalModeError(f"HTTP {err.code}: {err.read().decode()}") from err
-    else:
-        for path in transform(
-            args.image,
-            file_uri(args.model_data),
-            args.data.resolve(),
-            args.output.resolve(),
-            content_type=args.content_type,
-            accept=args.accept,
-            port=args.port,
-            environment=env,
-        ):
-            print(path)
+        print(localrun.run_training(spec))
+        return 0
+    spec = localrun.serving_run_spec(
+        args.image, args.model_data, args.port, args.workdir.resolve() / "serve", devices, env
+    )
+    container = localrun.run_serving(spec, args.health_timeout)
+    print(f"{args.image} with {', '.join(devices.devices)} on http://localhost:{args.port}")
+    _wait_for_ctrl_c(lambda: container.remove(force=True))
     return 0
+
+
+def _sdk_train(args: argparse.Namespace, env: dict[str, str]) -> None:
+    uri = train(
+        args.image,
+        _pairs(args.channel, "--channel"),
+        args.output.resolve(),
+        hyperparameters=json.loads(args.hyperparameters),
+        instance_count=args.instance_count,
+        environment=env,
+        entry_point=args.entry_point,
+        source_dir=args.source_dir,
+    )
+    print(uri)
+
+
+def _sdk_deploy(args: argparse.Namespace, env: dict[str, str]) -> None:
+    predictor = deploy(
+        args.image,
+        file_uri(args.model_data),
+        port=args.port,
+        environment=env,
+        health_limit_s=args.health_timeout,
+    )
+    print(f"endpoint {predictor.endpoint_name} on http://localhost:{args.port} (Ctrl-C stops)")
+    _wait_for_ctrl_c(lambda: delete(predictor))
+
+
+def _sdk_transform(args: argparse.Namespace, env: dict[str, str]) -> None:
+    for path in transform(
+        args.image,
+        file_uri(args.model_data),
+        args.data.resolve(),
+        args.output.resolve(),
+        content_type=args.content_type,
+        accept=args.accept,
+        port=args.port,
+        environment=env,
+    ):
+        print(path)
+
+
+def _invoke(args: argparse.Namespace) -> None:
+    """POST the body to the endpoint's /invocations and print the answer."""
+    request = urllib.request.Request(
+        f"http://localhost:{args.port}/invocations",
+        data=args.body.encode(),
+        headers={"Content-Type": args.content_type, "Accept": args.accept},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            print(answer.read().decode())
+    except urllib.error.HTTPError as err:
+        raise LocalModeError(f"HTTP {err.code}: {err.read().decode()}") from err
