@@ -130,3 +130,61 @@ def test_stub_wheel_declares_the_base_packages_extras(tmp_path):
         metadata = archive.read("fsspec-2025.9.0+smneuronbase.dist-info/METADATA").decode()
     assert "Provides-Extra: http\n" in metadata
     assert 'Requires-Dist: aiohttp!=4.0.0a0,!=4.0.0a1; extra == "http"\n' in metadata
+
+
+# --------------------------------------------------------------------------------------------
+# The resolution steps (pip replaced by a script of what it could not fit)
+
+
+@pytest.fixture
+def resolution(tmp_path):
+    from smneuron.tools.build.wheelhouse import BaseResolution
+
+    return BaseResolution.start(inventory(), {"fsspec": "2024.6.1"}, tmp_path / "staging")
+
+
+def test_resolution_starts_with_stubs_and_pins_of_the_base(resolution):
+    stubs = sorted(p.name.split("-")[0] for p in resolution.stubs.glob("*.whl"))
+    assert stubs == ["jinja2", "python_apt", "torch", "torch_neuronx"]
+    lines = resolution.resolve_constraints.read_text().splitlines()
+    assert "torch==2.8.0+smneuronbase" in lines
+    assert "setuptools==69.5.1" in lines and "fsspec==2024.6.1" in lines
+
+
+def test_each_misfit_gets_its_own_step(resolution, monkeypatch):
+    from smneuron.tools.build import wheelhouse
+
+    built = []
+    monkeypatch.setattr(wheelhouse, "_build_sdist_wheel", lambda spec, dest: built.append(spec))
+    script = iter(["setuptools", "jinja2", "fsspec", None])
+    monkeypatch.setattr(wheelhouse, "_download", lambda *args: next(script))
+    resolution.download(["fsspec", "jinja2"])
+    lines = resolution.resolve_constraints.read_text().splitlines()
+    assert "setuptools" not in resolution.tools and not any("setuptools" in x for x in lines)
+    assert "jinja2" not in resolution.locked  # the venv gets its own copy
+    assert not any(p.name.startswith("jinja2") for p in resolution.stubs.glob("*.whl"))
+    assert built == ["fsspec==2024.6.1"] and resolution.built == {"fsspec"}
+
+
+def test_a_misfit_of_the_neuron_stack_or_a_second_sdist_miss_is_an_error(resolution, monkeypatch):
+    from smneuron.tools.build import wheelhouse
+
+    with pytest.raises(WheelhouseError, match="do not fit torch 2.8.0"):
+        resolution.settle("torch")
+    monkeypatch.setattr(wheelhouse, "_build_sdist_wheel", lambda spec, dest: None)
+    resolution.settle("oddball")
+    with pytest.raises(WheelhouseError, match="even after building it from source"):
+        resolution.settle("oddball")
+
+
+def test_locks_pin_every_requirement_to_the_base_or_the_wheel(resolution):
+    wheel = resolution.staging / "fsspec-2024.6.1-py3-none-any.whl"
+    wheel.write_bytes(b"")
+    resolution.write_locks({"training": ["fsspec", "jinja2"]})
+    assert (resolution.staging / "requirements-training.txt").read_text().splitlines() == [
+        "fsspec==2024.6.1",
+        "jinja2==3.1.6",
+    ]
+    lock = (resolution.staging / "constraints.txt").read_text()
+    assert "torch==2.8.0\n" in lock and "fsspec==2024.6.1\n" in lock
+    assert not resolution.stubs.exists() and not resolution.resolve_constraints.exists()

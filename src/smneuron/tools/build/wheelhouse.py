@@ -486,14 +486,40 @@ def build_base_wheelhouse(root: Path, base: BaseInventory, images: tuple[str, ..
     the base has it) and ``constraints.txt`` (the image's lock: the base's distributions at
     their versions plus every wheel here), which the Dockerfiles install with.
     """
+    _check_neuron_stack(base)
+    pins = read_pins(constraints_file(root, "neuron"))
+    _warn_about_overridden_pins(base, pins)
+    names = {image: image_requirements(root, image, "neuron") for image in images}
+    label = "-".join(images) if images != IMAGES else "all"
+    out = root / "build" / "wheelhouse" / f"neuron-{label}-{base_cache_key(root, base, names)}"
+    if (out / ".complete").is_file():
+        log.info("wheelhouse %s is cached (%d wheels)", out, len(list(out.glob("*.whl"))))
+        return out
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    log.info(
+        "building the neuron wheelhouse for %s (Python %s, glibc %s, %d distributions in it)",
+        base.image,
+        base.target.python_version,
+        base.glibc,
+        len(base.packages),
+    )
+    resolution = BaseResolution.start(base, pins, staging)
+    resolution.download(sorted({n for ns in names.values() for n in ns}))
+    resolution.write_locks(names)
+    return _publish(staging, out, f"neuron-{label}-*")
+
+
+def _check_neuron_stack(base: BaseInventory) -> None:
     missing_stack = [name for name in ("torch", "torch-neuronx") if name not in base.packages]
     if missing_stack:
         raise WheelhouseError(
             f"{base.image} has no {' or '.join(missing_stack)}: the neuron images build FROM "
             "the AWS Neuron Deep Learning Container named in constraints/neuron.txt"
         )
-    target = base.target
-    pins = read_pins(constraints_file(root, "neuron"))
+
+
+def _warn_about_overridden_pins(base: BaseInventory, pins: dict[str, str]) -> None:
     locked = base.locked()
     for name in sorted(set(pins) & set(locked)):
         if locked[name].split("+")[0] != pins[name].split("+")[0]:
@@ -504,99 +530,131 @@ def build_base_wheelhouse(root: Path, base: BaseInventory, images: tuple[str, ..
                 locked[name],
                 pins[name],
             )
-    names = {image: image_requirements(root, image, "neuron") for image in images}
-    label = "-".join(images) if images != IMAGES else "all"
-    out = root / "build" / "wheelhouse" / f"neuron-{label}-{base_cache_key(root, base, names)}"
-    if (out / ".complete").is_file():
-        log.info("wheelhouse %s is cached (%d wheels)", out, len(list(out.glob("*.whl"))))
-        return out
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    sdists, stubs = staging / "sdist-wheels", staging / "base-stubs"
-    sdists.mkdir(parents=True)
-    stubs.mkdir()
-    resolve = staging / "resolve-constraints.txt"
-    # The venv's own copies of the packaging tools: the base's versions where they fit.
-    tools = {name: base.packages[name] for name in SHADOWABLE if name in base.packages}
 
-    def write_resolve_inputs() -> None:
-        for stub in stubs.glob("*.whl"):
+
+@dataclass
+class BaseResolution:
+    """One resolution of smneuron's requirements on top of a base image, in ``staging``.
+
+    pip sees the base's distributions as metadata-only stub wheels pinned to their versions
+    (``locked``); each time pip finds no fit, ``settle`` decides the next step: let a
+    packaging tool float, give the venv its own copy of a base helper library, or build a
+    pure-Python wheel from its sdist. The resolution ends when pip downloads everything.
+    """
+
+    base: BaseInventory
+    pins: dict[str, str]
+    staging: Path
+    locked: dict[str, str]  # base distributions pip must take as they are
+    tools: dict[str, str]  # packaging tools pinned to the base's version while they fit
+    built: set[str] = field(default_factory=set)  # names built from an sdist
+
+    @classmethod
+    def start(cls, base: BaseInventory, pins: dict[str, str], staging: Path) -> BaseResolution:
+        # The venv's own copies of the packaging tools: the base's versions where they fit.
+        tools = {name: base.packages[name] for name in SHADOWABLE if name in base.packages}
+        resolution = cls(base, pins, staging, base.locked(), tools)
+        resolution.sdists.mkdir(parents=True)
+        resolution.stubs.mkdir()
+        resolution.write_resolve_inputs()
+        return resolution
+
+    @property
+    def sdists(self) -> Path:
+        return self.staging / "sdist-wheels"
+
+    @property
+    def stubs(self) -> Path:
+        return self.staging / "base-stubs"
+
+    @property
+    def resolve_constraints(self) -> Path:
+        return self.staging / "resolve-constraints.txt"
+
+    def write_resolve_inputs(self) -> None:
+        """Stub wheels for ``locked`` and the constraints pip resolves with."""
+        for stub in self.stubs.glob("*.whl"):
             stub.unlink()
-        for name, version in locked.items():
-            requires = base.tool_requires.get(name, []) + base.extra_requires.get(name, [])
-            write_stub_wheel(stubs, name, _stub_version(version), requires)
-        lines = [f"{name}=={_stub_version(version)}" for name, version in sorted(locked.items())]
-        lines += [f"{name}=={v}" for name, v in sorted(tools.items())]
+        for name, version in self.locked.items():
+            requires = self.base.tool_requires.get(name, []) + self.base.extra_requires.get(name, [])
+            write_stub_wheel(self.stubs, name, _stub_version(version), requires)
+        lines = [f"{name}=={_stub_version(v)}" for name, v in sorted(self.locked.items())]
+        lines += [f"{name}=={v}" for name, v in sorted(self.tools.items())]
         lines += [
             f"{name}=={v}"
-            for name, v in sorted(pins.items())
-            if name not in locked and name not in tools
+            for name, v in sorted(self.pins.items())
+            if name not in self.locked and name not in self.tools
         ]
-        resolve.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        self.resolve_constraints.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
-    write_resolve_inputs()
-    union = staging / "requirements.txt"
-    union.write_text("\n".join(sorted({n for ns in names.values() for n in ns})) + "\n", "utf-8")
-    log.info(
-        "building the neuron wheelhouse for %s (Python %s, glibc %s, %d distributions in it)",
-        base.image,
-        target.python_version,
-        base.glibc,
-        len(base.packages),
-    )
-    built: set[str] = set()
-    while (missing := _download(union, [resolve], target, staging, [sdists, stubs])) is not None:
-        if missing in tools:
+    def download(self, requirements: list[str]) -> None:
+        """Download wheels for ``requirements`` until pip finds a fit for all of them."""
+        union = self.staging / "requirements.txt"
+        union.write_text("\n".join(requirements) + "\n", "utf-8")
+        links = [self.sdists, self.stubs]
+        target = self.base.target
+        while (
+            missing := _download(union, [self.resolve_constraints], target, self.staging, links)
+        ) is not None:
+            self.settle(missing)
+
+    def settle(self, missing: str) -> None:
+        """The next step when pip found no wheel that fits for ``missing``."""
+        image = self.base.image
+        if missing in self.tools:
             log.info(
                 "%s: %s %s does not fit; any version will do",
-                base.image,
+                image,
                 missing,
-                tools.pop(missing),
+                self.tools.pop(missing),
             )
-            write_resolve_inputs()
-            continue
-        if missing in locked and missing in BASE_ONLY:
+        elif missing in self.locked and missing in BASE_ONLY:
             raise WheelhouseError(
-                f"smneuron's requirements do not fit {missing} {locked[missing]} as installed in "
-                f"{base.image}; align the pins in constraints/neuron.txt with that image"
+                f"smneuron's requirements do not fit {missing} {self.locked[missing]} as "
+                f"installed in {image}; align the pins in constraints/neuron.txt with that image"
             )
-        if missing in locked:
+        elif missing in self.locked:
             # A helper library of the base (fsspec, say) too new or old for a requirement:
             # the venv gets its own copy, which shadows the base's for smneuron only.
             log.warning(
                 "%s: %s %s does not fit smneuron's requirements; the venv gets its own",
-                base.image,
+                image,
                 missing,
-                locked.pop(missing),
+                self.locked.pop(missing),
             )
-            write_resolve_inputs()
-            continue
-        if missing in built:
+        elif missing in self.built:
             raise WheelhouseError(f"no wheel for {missing} even after building it from source")
-        spec = f"{missing}=={pins[missing]}" if missing in pins else missing
-        log.info("no binary wheel for %s: building it from the sdist", spec)
-        _build_sdist_wheel(spec, sdists)
-        built.add(missing)
-    for wheel in staging.glob(f"*{STUB_LABEL}*.whl"):
-        wheel.unlink()
-    for wheel in sdists.glob("*.whl"):
-        shutil.move(str(wheel), staging / wheel.name)
-    shutil.rmtree(sdists)
-    shutil.rmtree(stubs)
-    resolve.unlink()
-    check_base_only(staging, base)
-    versions = {**locked, **wheel_versions(staging)}
-    for image, image_names in names.items():
-        lines = [f"{name}=={versions[name]}" for name in image_names]
-        (staging / f"requirements-{image}.txt").write_text("\n".join(lines) + "\n", "utf-8")
-    (staging / "constraints.txt").write_text(
-        "# Generated by smneuron.tools.build.wheelhouse from constraints/neuron.txt for "
-        f"{base.image}:\n"
-        "# its own distributions at their versions, plus the wheels next to this file.\n"
-        + "".join(f"{name}=={version}\n" for name, version in sorted(versions.items())),
-        encoding="utf-8",
-    )
-    return _publish(staging, out, f"neuron-{label}-*")
+        else:
+            spec = f"{missing}=={self.pins[missing]}" if missing in self.pins else missing
+            log.info("no binary wheel for %s: building it from the sdist", spec)
+            _build_sdist_wheel(spec, self.sdists)
+            self.built.add(missing)
+            return
+        self.write_resolve_inputs()
+
+    def write_locks(self, names: dict[str, list[str]]) -> None:
+        """Drop the stubs and scratch files; write each image's requirements and the lock."""
+        for wheel in self.staging.glob(f"*{STUB_LABEL}*.whl"):
+            wheel.unlink()
+        for wheel in self.sdists.glob("*.whl"):
+            shutil.move(str(wheel), self.staging / wheel.name)
+        shutil.rmtree(self.sdists)
+        shutil.rmtree(self.stubs)
+        self.resolve_constraints.unlink()
+        check_base_only(self.staging, self.base)
+        versions = {**self.locked, **wheel_versions(self.staging)}
+        for image, image_names in names.items():
+            lines = [f"{name}=={versions[name]}" for name in image_names]
+            (self.staging / f"requirements-{image}.txt").write_text(
+                "\n".join(lines) + "\n", "utf-8"
+            )
+        (self.staging / "constraints.txt").write_text(
+            "# Generated by smneuron.tools.build.wheelhouse from constraints/neuron.txt for "
+            f"{self.base.image}:\n"
+            "# its own distributions at their versions, plus the wheels next to this file.\n"
+            + "".join(f"{name}=={version}\n" for name, version in sorted(versions.items())),
+            encoding="utf-8",
+        )
 
 
 def _host_version(name: str) -> str | None:
