@@ -30,7 +30,7 @@ def engine_problem() -> str | None:
     try:
         import docker
     except ImportError:
-        return "the docker Python package is not installed (make setup)"
+        return "the docker Python package is not installed (`make venv` installs it)"
     try:
         client = docker.from_env(timeout=10)
         client.ping()

