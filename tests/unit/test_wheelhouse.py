@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from smneuron.errors import ConfigurationError
+from smneuron.tools.build.pins import read_pins
 from smneuron.tools.build.wheelhouse import (
     WheelhouseError,
     check_no_cuda,
     pinned_requirements,
-    read_pins,
     repo_root,
 )
 
@@ -20,7 +20,7 @@ ROOT = repo_root()
 
 def test_every_image_requirement_is_pinned_and_torch_is_the_cpu_pin():
     requirements = pinned_requirements(ROOT, "cpu")
-    pins = read_pins(ROOT / "constraints" / "cpu.txt")
+    pins = read_pins(ROOT / "constraints" / "cpu.txt").packages
     for image in ("training", "inference"):
         names = [line.split("==")[0] for line in requirements[image]]
         assert "torch" in names and "transformers" in names
@@ -43,8 +43,11 @@ def test_a_missing_pin_is_named(tmp_path: Path):
 def test_read_pins_refuses_a_range(tmp_path: Path):
     path = tmp_path / "c.txt"
     path.write_text("# comment\nNumPy==2.0  # why\nfoo>=1\n")
-    with pytest.raises(ConfigurationError, match="foo>=1"):
+    with pytest.raises(ConfigurationError, match="c.txt:3: .*foo>=1"):
         read_pins(path)
+    path.write_text("NumPy==2.0  # why\n#@ dlc-account = 1\n")
+    assert read_pins(path).packages == {"numpy": "2.0"}
+    assert read_pins(path).facts == {"dlc-account": "1"}
 
 
 def test_a_cuda_torch_is_refused(tmp_path: Path):

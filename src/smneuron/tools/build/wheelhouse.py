@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smneuron.errors import ConfigurationError, SmneuronError
+from smneuron.tools.build.pins import canonical, read_pins
+from smneuron.versions import package_version
 
 log = logging.getLogger(__name__)
 
@@ -149,24 +151,6 @@ def repo_root() -> Path:
     return here if (here / "pyproject.toml").is_file() else Path.cwd()
 
 
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def read_pins(path: Path) -> dict[str, str]:
-    """``name==version`` lines of a constraints file (comments and blanks skipped)."""
-    pins: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([^\s;]+)", line)
-        if not match:
-            raise ConfigurationError(f"{path}: not a name==version pin: {line!r}")
-        pins[canonical(match.group(1))] = match.group(2)
-    return pins
-
-
 def _requirement_name(spec: str) -> str:
     match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", spec)
     if not match:
@@ -219,7 +203,7 @@ def constraints_file(root: Path, accelerator: str) -> Path:
 def pinned_requirements(root: Path, accelerator: str) -> dict[str, list[str]]:
     """Per image, ``name==version`` for every requirement; a requirement without a pin is an
     error (a build must be reproducible)."""
-    pins = read_pins(constraints_file(root, accelerator))
+    pins = read_pins(constraints_file(root, accelerator)).packages
     result: dict[str, list[str]] = {}
     for image in IMAGES:
         lines = []
@@ -378,7 +362,7 @@ def build_wheelhouse(
         "\n".join(sorted({line for lines in requirements.values() for line in lines})) + "\n",
         encoding="utf-8",
     )
-    pins = read_pins(constraints)
+    pins = read_pins(constraints).packages
     built: set[str] = set()
     log.info("building the %s wheelhouse for Python %s", accelerator, target.python_version)
     all_constraints = [constraints]
@@ -487,7 +471,7 @@ def build_base_wheelhouse(root: Path, base: BaseInventory, images: tuple[str, ..
     their versions plus every wheel here), which the Dockerfiles install with.
     """
     _check_neuron_stack(base)
-    pins = read_pins(constraints_file(root, "neuron"))
+    pins = read_pins(constraints_file(root, "neuron")).packages
     _warn_about_overridden_pins(base, pins)
     names = {image: image_requirements(root, image, "neuron") for image in images}
     label = "-".join(images) if images != IMAGES else "all"
@@ -657,13 +641,6 @@ class BaseResolution:
         )
 
 
-def _host_version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def write_lock(accelerator: str = "cpu", root: Path | None = None) -> list[str]:
     """Pin every transitive dependency of the images into the constraints file (a generated
     section at its end), so later builds resolve to exactly the same set.
@@ -676,11 +653,11 @@ def write_lock(accelerator: str = "cpu", root: Path | None = None) -> list[str]:
     text = path.read_text(encoding="utf-8").split(LOCK_MARKER, 1)[0].rstrip("\n")
     path.write_text(text + "\n", "utf-8")
     wheelhouse = build_wheelhouse(accelerator, root)
-    pins = read_pins(path)
+    pins = read_pins(path).packages
     if shared_constraints(root).is_file():
-        pins |= read_pins(shared_constraints(root))
+        pins |= read_pins(shared_constraints(root)).packages
     extra = [
-        f"{name}=={_host_version(name) or version}"
+        f"{name}=={package_version(name) or version}"
         for name, version in sorted(wheel_versions(wheelhouse).items())
         if name not in pins and name != "torch"
     ]
