@@ -7,6 +7,7 @@ from AWS's published registry table (the account differs in several regions).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,20 +68,35 @@ class NeuronPins:
         return f"{registry}/{self.facts[f'dlc-{which}']}"
 
 
+def canonical(name: str) -> str:
+    """A distribution name as pip compares them (PEP 503): ``Jinja2`` -> ``jinja2``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+_PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([^\s;]+)")
+
+
 def read_pins(path: str | Path) -> NeuronPins:
-    """Parse a constraints file with ``name==version`` lines and ``#@ key = value`` facts."""
+    """Parse a constraints file: ``name==version`` lines and ``#@ key = value`` facts.
+
+    The one parser of constraints/*.txt (the wheelhouse reads cpu.txt and dev.txt with it too):
+    names are canonical, a trailing ``# comment`` is dropped, and a line that is neither a
+    comment, a fact nor an exact pin (``foo>=1``) is a ConfigurationError with its line number.
+    """
     packages: dict[str, str] = {}
     facts: dict[str, str] = {}
     for number, raw in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        line = raw.strip()
-        if line.startswith("#@"):
-            key, sep, value = line[2:].partition("=")
-            if not sep:
+        if raw.strip().startswith("#@"):
+            key, sep, value = raw.strip()[2:].partition("=")
+            if not sep or not key.strip():
                 raise ConfigurationError(f"{path}:{number}: expected '#@ key = value'")
             facts[key.strip()] = value.strip()
-        elif line and not line.startswith("#"):
-            name, sep, version = line.partition("==")
-            if not sep:
-                raise ConfigurationError(f"{path}:{number}: expected name==version, got {line!r}")
-            packages[name.strip().lower()] = version.strip()
+            continue
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        match = _PIN.fullmatch(line)
+        if not match:
+            raise ConfigurationError(f"{path}:{number}: not a name==version pin: {line!r}")
+        packages[canonical(match.group(1))] = match.group(2)
     return NeuronPins(packages, facts)
