@@ -18,6 +18,7 @@ Nothing in this module has run on Neuron hardware yet; the tests run it against 
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import shlex
 from collections.abc import Callable, Mapping, Sequence
@@ -62,6 +63,11 @@ def import_torch_neuronx() -> Any:
     except ImportError as err:
         raise ArtifactError(NO_TORCH_NEURONX) from err
     return torch_neuronx
+
+
+def has_torch_neuronx() -> bool:
+    """Whether torch-neuronx is installed, without importing it."""
+    return importlib.util.find_spec("torch_neuronx") is not None
 
 
 def debian_package_version(name: str, status_path: str | Path = DPKG_STATUS) -> str | None:
