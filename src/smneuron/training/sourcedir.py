@@ -9,13 +9,13 @@ toolkit, a /opt/ml/code that already holds files is used as it is.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tarfile
 import tempfile
 from collections.abc import Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+from smneuron.artifact.archive import extract
 from smneuron.env import ENV
 from smneuron.errors import ConfigurationError
 
@@ -39,11 +39,11 @@ def fetch(uri: str, target: Path, *, region: str | None, environ: Mapping[str, s
         with tempfile.TemporaryDirectory(prefix="smneuron-sourcedir-") as tmp:
             archive = Path(tmp) / "sourcedir.tar.gz"
             download_s3(uri, archive, region=region, environ=environ)
-            safe_extract(archive, target)
+            extract(archive, target)  # the one safe unpack (smneuron.artifact.archive)
     elif Path(uri).is_dir():
         shutil.copytree(uri, target, dirs_exist_ok=True)
     elif Path(uri).is_file() and tarfile.is_tarfile(uri):
-        safe_extract(Path(uri), target)
+        extract(Path(uri), target)
     else:
         raise ConfigurationError(
             f"sagemaker_submit_directory: {uri!r} is not an s3:// URI, a folder or a tar.gz file"
@@ -73,33 +73,3 @@ def download_s3(uri: str, destination: Path, *, region: str | None, environ: Map
         client.download_file(bucket, key, str(destination))
     except (BotoCoreError, ClientError) as err:
         raise ConfigurationError(f"cannot download the source {uri}: {err}") from err
-
-
-def safe_extract(archive: Path, target: Path) -> None:
-    """Extract a tar archive into ``target``, refusing anything that would land outside it.
-
-    Absolute names, ``..``, links pointing out of ``target`` and device files are refused
-    (Python's ``data`` filter where it exists, the same checks by hand on older 3.10s).
-    """
-    try:
-        with tarfile.open(archive) as tar:
-            if hasattr(tarfile, "data_filter"):
-                tar.extractall(target, filter="data")
-                return
-            root = target.resolve()
-            for member in tar.getmembers():
-                name = PurePosixPath(member.name)
-                link = PurePosixPath(member.linkname) if member.issym() or member.islnk() else None
-                bad = name.is_absolute() or ".." in name.parts
-                if link is not None:
-                    base = (root / name).parent if member.issym() else root
-                    bad = bad or link.is_absolute() or not _inside(base / link, root)
-                if bad or member.isdev():
-                    raise tarfile.TarError(f"{member.name!r} would be extracted outside {target}")
-            tar.extractall(target)  # every member checked above
-    except (tarfile.TarError, OSError) as err:
-        raise ConfigurationError(f"cannot unpack {archive.name}: {err}") from err
-
-
-def _inside(path: Path, root: Path) -> bool:
-    return os.path.commonpath([os.path.normpath(path), root]) == str(root)
