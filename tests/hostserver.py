@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from netutil import free_port, wait_ready
 
 START_TIMEOUT_S = 240
 
@@ -31,12 +32,6 @@ def require_nginx() -> None:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(message)
     pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Server:
@@ -85,16 +80,17 @@ class Server:
             return "timeout"
 
     def wait_ready(self, limit_s: float = START_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + limit_s
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log_text()[-3000:]
-            status = self.ping()
-            if not self.ping_statuses or self.ping_statuses[-1] != status:
-                self.ping_statuses.append(status)
-            if status == 200:
-                return
-            time.sleep(0.25)
-        raise AssertionError(f"not ready in {limit_s}s: {self.log_text()[-3000:]}")
+        def record(answer: int | str) -> None:
+            if not self.ping_statuses or self.ping_statuses[-1] != answer:
+                self.ping_statuses.append(answer)
+
+        def exited() -> str | None:
+            code = self.process.poll()
+            return None if code is None else f"exit code {code}"
+
+        wait_ready(
+            self.url, limit_s, exited=exited, logs=self.log_text, on_answer=record, interval_s=0.25
+        )
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -20,7 +20,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -308,16 +307,12 @@ def ping(url: str) -> int | None:
         return None
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class LocalServer:
     """`serve` in a subprocess on a free loopback port (the way the integration tests run it)."""
 
     def __init__(self, base: Path, stack: str = "gunicorn", workers: int = 1) -> None:
+        from smneuron.tools.http import free_port
+
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
@@ -343,14 +338,15 @@ class LocalServer:
         )
 
     def wait_ready(self, timeout: float = 240) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"serve exited: {self.log_text()[-3000:]}")
-            if self.ping() == 200:
-                return
-            time.sleep(0.25)
-        raise RuntimeError(f"not ready in {timeout}s: {self.log_text()[-3000:]}")
+        from smneuron.tools.http import NotReadyError, wait_for_ping
+
+        def exited() -> str | None:
+            return None if self.process.poll() is None else f"exit code {self.process.returncode}"
+
+        try:
+            wait_for_ping(self.url, timeout, exited=exited, interval_s=0.25)
+        except NotReadyError as err:
+            raise RuntimeError(f"{err}: {self.log_text()[-3000:]}") from err
 
     def ping(self) -> int | None:
         return ping(self.url)

@@ -49,7 +49,7 @@ def post(server, body, content_type="application/json", accept=None, timeout=60)
 
 
 def test_ping_is_503_while_loading_then_200(server):
-    statuses = [s for s in server.ping_statuses if s != "refused"]
+    statuses = [s for s in server.ping_statuses if isinstance(s, int)]  # not "refused"
     assert statuses[0] == 503 and statuses[-1] == 200, server.ping_statuses
     assert server.ping_statuses.index(503) < server.ping_statuses.index(200)
 
