@@ -95,7 +95,7 @@ def test_training_passes_the_setting_to_tokenizer_and_model(
     record("AutoModelForSequenceClassification", stop=True)
     env = TrainingEnv.from_env()
     with pytest.raises(Stop):
-        trainer.train(env, hyperparameters.load(env.hyperparameters), TerminationFlag())
+        trainer.train(env, hyperparameters.load(env.hyperparameters), TerminationFlag(), "cpu")
     assert record.calls == [
         ("AutoTokenizer", expected),
         ("AutoModelForSequenceClassification", expected),
