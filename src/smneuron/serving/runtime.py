@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from smneuron.accelerator import worker_env
 from smneuron.env import ENV
-from smneuron.errors import NotReady, ServerError, SmneuronError
+from smneuron.errors import DeadlineExceeded, NotReady, ServerError, SmneuronError
 from smneuron.serving.handler import Handler, Response, WorkerInfo, error_response
 from smneuron.serving.settings import ServingSettings
 
@@ -158,8 +160,27 @@ def pin_neuron_cores(cores: tuple[int, ...]) -> None:
     os.environ.pop(ENV.NEURON_NUM_CORES, None)
 
 
+# A request still running this long past its deadline (its 504 already answered) means a hook
+# is stuck: the worker reports itself unhealthy and is replaced.
+STUCK_GRACE_S = 2.0
+WATCH_S = 0.5
+# Before a worker found unhealthy exits: time for the 504s already decided to be written out.
+EXIT_GRACE_S = 1.0
+EXIT_UNHEALTHY = 70  # not gunicorn's 3/4 (boot/app-load errors stop the whole arbiter)
+
+
+def exit_process(code: int) -> None:  # pragma: no cover - ends the process
+    logging.shutdown()
+    os._exit(code)
+
+
 class WorkerRuntime:
-    """The model inside one worker process: load (once), answer ping and invocations."""
+    """The model inside one worker process: load (once), answer invocations, report health.
+
+    Readiness leaves the process as a ready marker in the runtime directory (written once the
+    model is loaded and warmed up, withdrawn when the worker turns unhealthy) and a load
+    failure as the failure record; the supervisor turns them into nginx's ``/ping``.
+    """
 
     def __init__(self, settings: ServingSettings, runtime_dir: Path | None) -> None:
         self.settings = settings
@@ -171,6 +192,8 @@ class WorkerRuntime:
         self.slot = 0
         self.workers = 1
         self._lock = threading.Lock()
+        self._in_flight: dict[int, float] = {}  # request id -> time.monotonic() it began
+        self._ids = itertools.count()
 
     def _read_layout(self) -> Layout:
         from smneuron.accelerator import detect_backend
@@ -245,6 +268,68 @@ class WorkerRuntime:
         threading.Thread(target=run, name="smneuron-load", daemon=True).start()
         return done
 
+    @property
+    def ready(self) -> bool:
+        """Loaded and warmed up (a worker that turns unhealthy later stays ``ready`` here but
+        withdraws its marker; see ``health``)."""
+        return self.state == "ready"
+
+    def health(self) -> tuple[bool, str]:
+        """(ok, reason): loaded, the handler healthy (batcher thread alive, no batch past the
+        deadline), and no request running past its deadline by more than ``STUCK_GRACE_S``."""
+        if self.handler is None:
+            return False, self.error or "the model is loading"
+        ok, reason = self.handler.health()
+        if not ok:
+            return False, reason
+        with self._lock:
+            oldest = min(self._in_flight.values(), default=None)
+        if oldest is not None:
+            running = time.monotonic() - oldest
+            if running > self.settings.deadline_s + STUCK_GRACE_S:
+                return False, (
+                    f"a request has been running for {running:.0f}s, past its deadline of "
+                    f"{self.settings.deadline_s:g}s (a hook is stuck)"
+                )
+        return True, "ok"
+
+    def healthy(self) -> bool:
+        return self.health()[0]
+
+    def withdraw_ready(self) -> None:
+        """Take this worker's ready marker back: /ping stops counting it."""
+        if self.runtime_dir is not None:
+            clear_ready(self.runtime_dir, self.slot)
+
+    def watch(
+        self,
+        on_unhealthy: Callable[[int], None] = exit_process,
+        interval_s: float = WATCH_S,
+    ) -> threading.Thread:
+        """Poll ``health`` once loaded; on the first failure withdraw the ready marker, log the
+        reason, wait ``EXIT_GRACE_S`` and call ``on_unhealthy(EXIT_UNHEALTHY)`` (by default:
+        the process exits, and gunicorn's arbiter or MMS starts a fresh worker)."""
+
+        def run() -> None:
+            while True:
+                time.sleep(interval_s)
+                if self.state == "failed":
+                    return  # the failure record keeps /ping non-200; nothing to restart
+                if self.state != "ready":
+                    continue
+                ok, reason = self.health()
+                if ok:
+                    continue
+                log.error("worker slot=%d unhealthy, restarting it: %s", self.slot, reason)
+                self.withdraw_ready()
+                time.sleep(EXIT_GRACE_S)
+                on_unhealthy(EXIT_UNHEALTHY)
+                return
+
+        thread = threading.Thread(target=run, name="smneuron-health", daemon=True)
+        thread.start()
+        return thread
+
     def invoke(
         self,
         body: bytes,
@@ -252,7 +337,51 @@ class WorkerRuntime:
         accept: str | None,
         custom_attributes: str | None = None,
     ) -> Response:
-        """The error boundary: every failure becomes a JSON error; traces go to the log."""
+        """The error boundary: every failure becomes a JSON error; traces go to the log.
+
+        The handler runs in a helper thread so that a hook that hangs still gets its 504 at
+        the request deadline; the stuck thread then makes ``health`` fail.
+        """
+        request_id = next(self._ids)
+        with self._lock:
+            self._in_flight[request_id] = time.monotonic()
+        outcome: list[Response | BaseException] = []
+        finished = threading.Event()
+
+        def run() -> None:
+            try:
+                outcome.append(self._invoke(body, content_type, accept, custom_attributes))
+            except BaseException as err:  # handed to the caller's thread below
+                outcome.append(err)
+            finally:
+                with self._lock:
+                    self._in_flight.pop(request_id, None)
+                finished.set()
+
+        threading.Thread(target=run, name="smneuron-request", daemon=True).start()
+        if not finished.wait(self.settings.deadline_s):
+            log.error(
+                "request still running after its deadline of %gs: answered 504",
+                self.settings.deadline_s,
+            )
+            return error_response(
+                DeadlineExceeded(
+                    f"the request was not answered within its deadline of "
+                    f"{self.settings.deadline_s:g}s ({ENV.REQUEST_DEADLINE_S})"
+                )
+            )
+        result = outcome[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _invoke(
+        self,
+        body: bytes,
+        content_type: str | None,
+        accept: str | None,
+        custom_attributes: str | None,
+    ) -> Response:
         try:
             if self.handler is None:
                 raise NotReady(self.error or "the model is still loading; retry after /ping is 200")

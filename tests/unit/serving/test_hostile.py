@@ -33,4 +33,4 @@ def test_hostile_request_is_a_4xx_json_and_the_worker_keeps_answering(runtime, c
     assert "Traceback" not in caplog.text  # a client's mistake is not a server fault
     after = runtime.invoke(b'{"inputs": "still here"}', "application/json", None)
     assert after.status == 200 and json.loads(after.body)[0]["label"]
-    assert runtime.ping().status == 200
+    assert runtime.ready and runtime.health() == (True, "ok")

@@ -11,7 +11,7 @@ import pytest
 from smneuron.artifact.backends import CpuBackend
 from smneuron.errors import ConfigurationError
 from smneuron.job import Paths
-from smneuron.serving.handler import Handler, WorkerInfo
+from smneuron.serving.handler import Handler, Hook, WorkerInfo
 from smneuron.serving.runtime import WorkerRuntime
 from smneuron.serving.settings import ServingSettings
 
@@ -152,3 +152,27 @@ def test_a_dead_batcher_fails_requests_fast_and_the_handler_reports_unhealthy(op
         assert response.status == 503  # refused at once, not queued behind a dead thread
     finally:
         threading.excepthook = original_hook
+
+
+def test_a_hung_predict_fn_is_a_504_at_the_deadline_and_the_worker_withdraws(opt_ml, tmp_path):
+    from smneuron.serving.runtime import mark_ready, ready_workers
+
+    release = threading.Event()
+    runtime = runtime_for(opt_ml, request_deadline_s=1.0)
+    runtime.handler.hooks["predict_fn"] = Hook(lambda data, model: release.wait(30), False, True)
+    runtime.runtime_dir = tmp_path
+    runtime.state = "ready"
+    mark_ready(tmp_path, runtime.slot)
+    exits: list[int] = []
+    exited = threading.Event()
+    runtime.watch(lambda code: (exits.append(code), exited.set()), interval_s=0.05)
+    try:
+        response, body = call(runtime, {"inputs": "hello"})
+        assert response.status == 504 and body["type"] == "DeadlineExceeded"
+        assert "SMNEURON_REQUEST_DEADLINE_S" in body["error"]
+        assert exited.wait(30), "the stuck worker never asked to be replaced"
+        assert exits == [70]
+        assert ready_workers(tmp_path, 1) == 0  # /ping stops counting it at once
+        assert "stuck" in runtime.health()[1]
+    finally:
+        release.set()

@@ -110,19 +110,27 @@ def test_requirements_txt_is_refused_with_how_to_opt_in_or_bake(tmp_path):
     assert prepare_requirements(tmp_path / "absent", install=False) is False
 
 
-def test_a_model_with_requirements_txt_does_not_load_by_default(opt_ml):
+def test_a_model_with_requirements_txt_does_not_load_by_default(opt_ml, tmp_path):
     from smneuron.job import Paths
-    from smneuron.serving.runtime import WorkerRuntime
+    from smneuron.serving.runtime import WorkerRuntime, read_failure, ready_workers
     from smneuron.serving.settings import ServingSettings
 
     code = opt_ml / "model" / "code"
     code.mkdir()
     (code / "requirements.txt").write_text("requests\n")
-    runtime = WorkerRuntime(ServingSettings(paths=Paths(opt_ml)), None)
+    runtime_dir = tmp_path / "runtime"
+    runtime_dir.mkdir()
+    runtime = WorkerRuntime(ServingSettings(paths=Paths(opt_ml)), runtime_dir)
     with pytest.raises(ArtifactError):
         runtime.load()
-    assert runtime.ping().status == 503
-    assert "SMNEURON_INSTALL_MODEL_REQUIREMENTS" in runtime.ping().body.decode()
+    # What /ping is built from: no worker ready, and the failure record saying how to opt in.
+    assert ready_workers(runtime_dir, 1) == 0
+    assert "SMNEURON_INSTALL_MODEL_REQUIREMENTS" in (read_failure(runtime_dir) or "")
+    ok, reason = runtime.health()
+    assert not ok and "SMNEURON_INSTALL_MODEL_REQUIREMENTS" in reason
+    answer = runtime.invoke(b'{"inputs": "x"}', "application/json", None)
+    assert answer.status == 503
+    assert "SMNEURON_INSTALL_MODEL_REQUIREMENTS" in answer.body.decode()
 
 
 def _wheel(folder: Path, name: str) -> Path:
