@@ -16,6 +16,9 @@ log = logging.getLogger("smneuron.serve")
 
 
 def main(argv: list[str] | None = None) -> int:
+    from smneuron.serving.safety import enforce_offline
+
+    enforce_offline()  # before anything imports transformers or huggingface_hub
     try:
         settings = ServingSettings.from_env()
     except SmneuronError as err:

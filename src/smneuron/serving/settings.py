@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from smneuron.errors import ConfigurationError
 from smneuron.job import Paths
 
 CSV_HEADER_RULES = ("auto", "always", "never")
+UPSTREAM_MARGIN_S = 5  # the upstream timeout stays this far above the request deadline
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,13 @@ class ServingSettings:
         if self.request_deadline_s is not None:
             return self.request_deadline_s
         return 0.9 * self.model_server_timeout
+
+    @property
+    def upstream_timeout_s(self) -> int:
+        """nginx's upstream timeout and MMS's response timeout: ``SAGEMAKER_MODEL_SERVER_TIMEOUT``,
+        raised when needed to stay ``UPSTREAM_MARGIN_S`` above the request deadline, so that the
+        worker's own 504 JSON (which names the deadline) is the one the client gets."""
+        return max(self.model_server_timeout, math.ceil(self.deadline_s) + UPSTREAM_MARGIN_S)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:

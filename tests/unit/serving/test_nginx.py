@@ -12,9 +12,10 @@ import time
 import pytest
 
 from smneuron.job import Paths
-from smneuron.serving.runtime import clear_ready, mark_ready, record_failure
+from smneuron.serving.runtime import Layout, clear_ready, mark_ready, record_failure
 from smneuron.serving.settings import ServingSettings
 from smneuron.serving.stacks import nginx
+from smneuron.serving.stacks.mms import mms_properties
 from smneuron.serving.stacks.nginx import PingState, Upstream, render_config
 from smneuron.serving.stacks.supervisor import Child, Readiness
 
@@ -40,6 +41,21 @@ def test_config_follows_the_settings(tmp_path):
     assert "daemon off;" in conf and "master_process on;" in conf
     assert f"pid {tmp_path / 'nginx' / 'nginx.pid'};" in conf
     assert "the limit of 20 MB" in conf
+
+
+@pytest.mark.parametrize(
+    ("timeout", "deadline", "expected"),
+    [(60, None, 60), (60, 58.5, 64), (30, 120.0, 125)],
+)
+def test_upstream_timeouts_stay_above_the_request_deadline(tmp_path, timeout, deadline, expected):
+    # Our worker answers 504 JSON naming the deadline; nginx and MMS must not time out first.
+    chosen = settings(tmp_path, model_server_timeout=timeout, request_deadline_s=deadline)
+    assert chosen.upstream_timeout_s == expected > chosen.deadline_s
+    conf = render_config(chosen, tmp_path, GUNICORN)
+    assert f"proxy_read_timeout {expected}s;" in conf
+    assert f"proxy_send_timeout {expected}s;" in conf
+    props = mms_properties(chosen, Layout("cpu", 1), 20001, 20002, tmp_path)
+    assert props["default_response_timeout"] == str(expected)
 
 
 def test_every_error_nginx_makes_has_a_json_body(tmp_path):

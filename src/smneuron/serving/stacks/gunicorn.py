@@ -39,9 +39,12 @@ def create_app(settings: ServingSettings, runtime: WorkerRuntime) -> Any:  # fla
     app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
 
     def reply(response: Response) -> Any:
-        return app.response_class(
+        answer = app.response_class(
             response.body, status=response.status, content_type=response.content_type
         )
+        for name, value in response.headers:  # e.g. Retry-After on a 503 (queue full)
+            answer.headers[name] = value
+        return answer
 
     @app.post("/invocations")
     def invocations() -> Any:
@@ -82,11 +85,12 @@ def _too_large(length: int | None, settings: ServingSettings) -> str:
 def gunicorn_server(settings: ServingSettings, runtime_dir: Path, layout: Layout) -> ModelServer:
     """The child ``serve`` supervises for this stack."""
     from smneuron.accelerator import worker_env
+    from smneuron.serving.safety import offline_environ
 
     return ModelServer(
         name="gunicorn",
         command=[sys.executable, "-m", "smneuron.serving.stacks.gunicorn", str(runtime_dir)],
-        env=worker_env(os.environ, None, layout.torch_threads),
+        env=worker_env(offline_environ(), None, layout.torch_threads),
         upstream=Upstream(f"unix:{runtime_dir / SOCKET}", "/invocations"),
     )
 
@@ -116,10 +120,13 @@ def run_gunicorn(settings: ServingSettings, runtime_dir: Path) -> int:
 
         Until then it keeps telling the arbiter it is alive (a Neuron load takes minutes, far
         past gunicorn's timeout). A worker whose load failed stays up without accepting, so
-        the failure stays visible on /ping instead of a restart loop.
+        the failure stays visible on /ping instead of a restart loop. Once serving, a watchdog
+        follows the runtime's health: a dead batcher or a request stuck past its deadline
+        withdraws the ready marker and ends the process, and the arbiter starts a fresh one.
         """
 
         def run(self) -> None:
+            self.app.runtime.watch()
             # Until loaded (and forever after a failed load): heartbeat only, accept nothing.
             while self.alive and self.app.runtime.state != "ready":
                 self.notify()

@@ -103,7 +103,7 @@ def mms_properties(
         "default_workers_per_model": str(layout.workers),
         "max_request_size": str(settings.max_payload_bytes + REQUEST_HEADROOM_BYTES),
         "max_response_size": str(max(MAX_RESPONSE_BYTES, settings.max_payload_bytes)),
-        "default_response_timeout": str(settings.model_server_timeout),
+        "default_response_timeout": str(settings.upstream_timeout_s),
         "decode_input_request": "false",
         "enable_envvars_config": "false",
         "async_logging": "true",
@@ -175,7 +175,7 @@ def register_model(settings: ServingSettings, layout: Layout, management_port: i
             "max_batch_delay": max(1, int(round(settings.max_batch_delay_ms))),
             "initial_workers": layout.workers,
             "synchronous": "false",
-            "response_timeout": settings.model_server_timeout,
+            "response_timeout": settings.upstream_timeout_s,
         }
     )
     url = f"http://127.0.0.1:{management_port}/models?{query}"
@@ -216,7 +216,9 @@ def mms_server(settings: ServingSettings, runtime_dir: Path, layout: Layout) -> 
     log4j = runtime_dir / "log4j2.xml"
     level = "debug" if settings.log_level == "DEBUG" else "info"
     log4j.write_text(LOG4J2.replace("{level}", level), encoding="utf-8")
-    env = worker_env(os.environ, None, layout.torch_threads)
+    from smneuron.serving.safety import offline_environ
+
+    env = worker_env(offline_environ(), None, layout.torch_threads)
     env[ENV.RUNTIME_DIR] = str(runtime_dir)
 
     def register(stop: threading.Event) -> None:

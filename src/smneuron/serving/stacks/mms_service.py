@@ -47,6 +47,9 @@ def _load() -> None:
     runtime_dir = Path(os.environ[ENV.RUNTIME_DIR]) if os.environ.get(ENV.RUNTIME_DIR) else None
     runtime = WorkerRuntime(settings, runtime_dir)
     runtime.load()  # a failure is kept in the runtime dir for /ping, and fails this worker
+    # Unhealthy later (dead batcher, a request stuck past its deadline): the marker goes and
+    # this backend process exits; MMS sees its worker die and starts a fresh one.
+    runtime.watch()
     batch = getattr(getattr(runtime.handler, "model", None), "manifest", None)
     _pool = ThreadPoolExecutor(max_workers=max(1, batch.batch_size if batch else 1))
     _runtime = runtime
@@ -81,6 +84,8 @@ def handle(data: list[dict[str, Any]] | None, context: Any) -> list[bytes] | Non
         responses = [one(index) for index in range(len(data))]
     for index, response in enumerate(responses):
         context.set_response_content_type(index, response.content_type)
+        for name, value in response.headers:  # e.g. Retry-After on a 503 (queue full)
+            context.set_response_header(index, name, value)
         if response.status != 200:
             context.set_response_status(code=response.status, phrase="error", idx=index)
     return [response.body for response in responses]

@@ -120,7 +120,7 @@ def render_config(
     state = state_dir(runtime_dir)
     connections, nofile = _connection_cap()
     user = _worker_user()
-    timeout = settings.model_server_timeout
+    timeout = settings.upstream_timeout_s
     text_log = settings.log_format == "text"
     log_format = (
         "'$time_iso8601 INFO nginx.access $request_method $uri $status "

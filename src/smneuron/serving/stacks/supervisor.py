@@ -184,7 +184,9 @@ class Supervisor:
         command, self.ping = nginx.prepare(
             settings, runtime_dir, server.upstream, execution_parameters, workers
         )
-        self.nginx = Child("nginx", command, os.environ.copy())
+        from smneuron.serving.safety import offline_environ
+
+        self.nginx = Child("nginx", command, offline_environ())
         self.model = Child(server.name, server.command, server.env)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
