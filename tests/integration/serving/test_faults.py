@@ -22,7 +22,7 @@ STACKS = ["gunicorn", "mms"]
 DEATH_NOTICED_S = 0.5
 
 
-def start(tmp_path, classifier_dir, stack, workers=1, handler="faults", corrupt=False):
+def start(tmp_path, classifier_dir, stack, workers=1, handler="faults", corrupt=False, env=None):
     require_nginx()
     shutil.copytree(classifier_dir, tmp_path / "model")
     if handler:
@@ -30,8 +30,8 @@ def start(tmp_path, classifier_dir, stack, workers=1, handler="faults", corrupt=
     if corrupt:
         for graph in (tmp_path / "model" / "compiled").iterdir():
             graph.write_bytes(b"this is not a TorchScript archive")
-    env = {"SAGEMAKER_MODEL_SERVER_WORKERS": str(workers)}
-    return Server(stack, tmp_path, tmp_path / "server.log", env)
+    environ = {"SAGEMAKER_MODEL_SERVER_WORKERS": str(workers), **(env or {})}
+    return Server(stack, tmp_path, tmp_path / "server.log", environ)
 
 
 def invoke(server, parameters=None, timeout=60):
@@ -115,6 +115,51 @@ def test_killing_one_worker_under_load_fails_only_its_requests(tmp_path, classif
     finally:
         code = server.stop()
     assert code == 0, server.log_text()[-3000:]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_a_hung_predict_fn_is_a_504_at_the_deadline_and_the_worker_is_replaced(
+    tmp_path, classifier_dir, stack
+):
+    deadline_s = 3
+    server = start(
+        tmp_path, classifier_dir, stack, env={"SMNEURON_REQUEST_DEADLINE_S": str(deadline_s)}
+    )
+    try:
+        server.wait_ready()
+        (hung_pid,) = server.worker_pids().values()
+        began = time.monotonic()
+        reply = invoke(server, {"sleep": 20}, timeout=deadline_s + 10)
+        answered_s = time.monotonic() - began
+        print(f"{stack}: 504 after {answered_s:.1f}s (deadline {deadline_s}s)")
+        assert reply.status_code == 504, reply.text
+        body = reply.json()
+        # The worker's own answer (names the deadline), not nginx's upstream timeout.
+        assert body["type"] == "DeadlineExceeded" and "SMNEURON_REQUEST_DEADLINE_S" in body["error"]
+        assert "Traceback" not in reply.text
+        # The stuck worker withdraws, exits, and a fresh one takes its slot.
+        statuses, limit = set(), time.monotonic() + 120
+        while time.monotonic() < limit:
+            statuses.add(server.ping())
+            pids = server.worker_pids()
+            if pids and hung_pid not in pids.values() and server.ping() == 200:
+                break
+            time.sleep(0.2)
+        assert hung_pid not in server.worker_pids().values(), server.log_text()[-3000:]
+        assert server.ping() == 200, statuses
+        assert 503 in statuses, statuses  # /ping said so while no worker was ready
+        assert not _alive(hung_pid)
+        assert "unhealthy, restarting it" in server.log_text()
+        after = invoke(server)
+        assert after.status_code == 200 and after.json()[0]["label"]
+    finally:
+        server.stop()
+
+
+def _alive(pid: int) -> bool:
+    from smneuron.serving.runtime import process_alive
+
+    return process_alive(pid)
 
 
 @pytest.mark.parametrize("stack", STACKS)
