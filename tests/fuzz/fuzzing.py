@@ -315,6 +315,7 @@ class LocalServer:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.stack = stack
         self.workers = workers
         self.log_path = base / "server.log"
         env = {

@@ -1,4 +1,4 @@
-"""The hostile battery and a fuzz smoke run against `serve` (gunicorn) over real HTTP."""
+"""The hostile battery and a fuzz smoke run against `serve` (nginx in front of each stack)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,17 @@ import time
 import pytest
 from fuzz.fuzzing import LocalServer, ping, run_cases, worker_deaths
 from hostile import CASES, problems, send
+from hostserver import require_nginx
 
 pytestmark = pytest.mark.slow
 
-# Framing cases only nginx in front answers right; gunicorn alone answers a non-hex chunk
-# size with a 500 (the front's tests in the stack tier hold these to 4xx).
-NEEDS_FRONT = {"non-hex-chunk-size"}
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, classifier_dir):
-    base = tmp_path_factory.mktemp("hostile-gunicorn")
+@pytest.fixture(scope="module", params=["gunicorn", "mms"])
+def server(request, tmp_path_factory, classifier_dir):
+    require_nginx()
+    base = tmp_path_factory.mktemp(f"hostile-{request.param}")
     shutil.copytree(classifier_dir, base / "model")
-    running = LocalServer(base, "gunicorn")
+    running = LocalServer(base, request.param)
     try:
         running.wait_ready()
         yield running
@@ -31,15 +29,20 @@ def server(tmp_path_factory, classifier_dir):
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
 def test_hostile_request_is_a_4xx_json_and_the_server_stays_up(server, case):
-    if case.name in NEEDS_FRONT:
-        pytest.xfail("answered by nginx in front; gunicorn alone gets it wrong")
     reply = send(case, "127.0.0.1", server.port)
-    # Framing errors are answered by the HTTP layer itself: JSON once nginx is in front.
-    assert problems(case, reply.status, reply.body, json_required=case.raw is None) == []
+    # Framing errors too: nginx answers them itself, with a JSON body.
+    assert problems(case, reply.status, reply.body) == []
+    assert server.process.poll() is None
     assert ping(server.url) == 200
 
 
-def test_fuzz_smoke_has_no_5xx_and_no_worker_death(server):
+def test_fuzz_smoke_has_no_5xx_and_no_worker_death(server, request):
+    if server.stack == "mms":
+        # Seen on 1 run in 3: MMS's frontend fails to decode a backend's batch response
+        # (CorruptedFrameException "Message size exceed limit" in CodecUtils.readMap, a frame
+        # split inside the headers map), drops the backend connection and the worker restarts.
+        reason = "MMS frontend: intermittent CorruptedFrameException on batch responses"
+        request.applymarker(pytest.mark.xfail(reason=reason, strict=False))
     tally = run_cases(server.url, cases=300, seconds=240, seed=7)
     assert tally.cases == 300
     assert tally.server_errors == 0, tally.failures[:10]

@@ -55,6 +55,7 @@ ERRORS: dict[int, tuple[str, str]] = {
 }
 # Shown as 400 (nginx's own codes for these are not statuses a client should see).
 AS_400 = (494, 501, 505)
+ERROR_PATH = "/_smneuron/error/"  # + status: the internal locations of nginx's own errors
 
 
 @dataclass(frozen=True)
@@ -100,10 +101,13 @@ def _connection_cap() -> tuple[int, int]:
     return connections, min(ceiling, connections * 2 + 64)
 
 
-def _error_location(name: str, status: int, kind: str, message: str, extra: str = "") -> str:
+def _error_location(path: str, status: int, kind: str, message: str, extra: str = "") -> str:
+    # A URI location, not a named one: nginx cannot redirect a request whose request line did
+    # not parse (empty URI) to a named location, and answers such a 400 with an HTML 500.
     allow = "            add_header Allow $smneuron_allow always;\n" if status == 405 else ""
     return (
-        f"        location {name} {{\n"
+        f"        location = {path} {{\n"
+        "            internal;\n"
         "            default_type application/json;\n"
         "            add_header Cache-Control no-store always;\n"
         f"{allow}{extra}"
@@ -135,11 +139,11 @@ def render_config(
         '"remote": "$remote_addr"}\''
     )
     error_pages = "\n".join(
-        f"        error_page {code} {'=400 ' if code in AS_400 else ''}@error_{code};"
+        f"        error_page {code} {'=400 ' if code in AS_400 else ''}{ERROR_PATH}{code};"
         for code in ERRORS
     )
     error_locations = "\n".join(
-        _error_location(f"@error_{code}", 400 if code in AS_400 else code, kind, message)
+        _error_location(f"{ERROR_PATH}{code}", 400 if code in AS_400 else code, kind, message)
         for code, (kind, message) in ERRORS.items()
     )
     too_large = (
@@ -151,7 +155,7 @@ def render_config(
     )
     busy = f"more than {MAX_INVOCATIONS} concurrent invocations; retry shortly"
     retry_after = "            add_header Retry-After 1 always;\n"
-    busy_location = _error_location("@busy", 503, "Busy", busy, retry_after)
+    busy_location = _error_location(f"{ERROR_PATH}busy", 503, "Busy", busy, retry_after)
     keepalive = f"        keepalive {upstream.keepalive};\n" if upstream.keepalive else ""
     return f"""# Rendered by smneuron serve from its settings at every start; do not edit.
 {f"user {user};" if user else ""}
@@ -209,9 +213,9 @@ http {{
         server_name _;
 
 {error_pages}
-        error_page 413 @error_413;
-        error_page 429 =503 @busy;
-        error_page 504 @error_504;
+        error_page 413 {ERROR_PATH}413;
+        error_page 429 =503 {ERROR_PATH}busy;
+        error_page 504 {ERROR_PATH}504;
 
         location = /ping {{
             access_log off;
@@ -268,8 +272,8 @@ http {{
         }}
 
 {error_locations}
-{_error_location("@error_413", 413, "PayloadTooLarge", too_large)}
-{_error_location("@error_504", 504, "Timeout", upstream_timeout)}
+{_error_location(f"{ERROR_PATH}413", 413, "PayloadTooLarge", too_large)}
+{_error_location(f"{ERROR_PATH}504", 504, "Timeout", upstream_timeout)}
 {busy_location}
     }}
 }}
