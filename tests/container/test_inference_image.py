@@ -146,6 +146,25 @@ def test_smuggling_style_headers_are_4xx_json(server, case):
     assert requests.get(server.url + "/ping", timeout=2).status_code == 200
 
 
+def test_the_hostile_battery_is_4xx_json_and_the_server_stays_up(server):
+    """All of tests/hostile.py (body, header and framing cases) through nginx in the image."""
+    from hostile import CASES, problems, send
+
+    found = {}
+    for case in CASES:
+        reply = send(case, "127.0.0.1", port_of(server))
+        wrong = problems(case, reply.status, reply.body)
+        ping = requests.get(server.url + "/ping", timeout=2).status_code
+        if ping != 200:
+            wrong.append(f"/ping {ping} afterwards")
+        if wrong:
+            found[case.name] = wrong
+    assert len(CASES) >= 40
+    assert found == {}
+    server.container.reload()
+    assert server.container.status == "running"
+
+
 def test_ping_holds_with_500_slow_header_connections(server):
     slow = []
     try:
