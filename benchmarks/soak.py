@@ -3,7 +3,10 @@
 Builds the tiny random-weight test artifact (tests/servingfixtures.py: a 2-layer BERT with the
 real MiniLM tokenizer), starts `serve` on a free 127.0.0.1 port, runs CONCURRENCY keep-alive
 clients posting small JSON requests for DURATION seconds, and prints requests, errors, p50/p99
-latency and the workers' RSS growth from the end of warm-up to the end. Exits 1 on any error.
+latency and the workers' RSS growth from the end of warm-up to the end. Meanwhile a probe
+GETs /ping every PING_EVERY seconds (default 0.05) on a fresh connection, as the platform's
+health check does, and its p50/p99/max latency and non-200 count are printed. Exits 1 on any
+error.
 
     python benchmarks/soak.py                                  # gunicorn, 32 clients, 600 s
     python benchmarks/soak.py --stack mms --duration 60 --concurrency 16
@@ -16,6 +19,8 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,6 +31,43 @@ from hostserver import Server, run_load  # noqa: E402
 from servingfixtures import build_artifact  # noqa: E402
 
 
+class PingProbe:
+    """GET /ping every ``every_s`` on a fresh connection until stopped; latencies in ms."""
+
+    def __init__(self, url: str, every_s: float) -> None:
+        self.url, self.every_s = url + "/ping", every_s
+        self.latencies_ms: list[float] = []
+        self.failures: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import requests
+
+        while not self.stop.wait(self.every_s):
+            began = time.monotonic()
+            try:
+                status = requests.get(self.url, timeout=2).status_code
+            except requests.RequestException as err:
+                status, detail = 0, repr(err)
+            else:
+                detail = str(status)
+            self.latencies_ms.append(1000 * (time.monotonic() - began))
+            if status != 200:
+                self.failures.append(detail)
+
+    def summary(self) -> str:
+        ordered = sorted(self.latencies_ms) or [float("nan")]
+
+        def at(q: float) -> float:
+            return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+        return (
+            f"ping_probes={len(self.latencies_ms)} ping_non200={len(self.failures)} "
+            f"ping_p50_ms={at(0.5):.1f} ping_p99_ms={at(0.99):.1f} ping_max_ms={ordered[-1]:.1f}"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stack", choices=("gunicorn", "mms"), default="gunicorn")
@@ -33,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--warm-up", type=float, default=None, help="seconds (default: 10%%)")
+    parser.add_argument("--ping-every", type=float, default=0.05, help="seconds between probes")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -56,19 +99,26 @@ def main(argv: list[str] | None = None) -> int:
                 f"concurrency={args.concurrency} duration={args.duration:.0f}s (loopback)",
                 flush=True,
             )
-            figures = run_load(
-                server.url,
-                args.duration,
-                args.concurrency,
-                pids=server.worker_pids,
-                warm_up_s=args.warm_up,
-            )
+            probe = PingProbe(server.url, args.ping_every)
+            probe.thread.start()
+            try:
+                figures = run_load(
+                    server.url,
+                    args.duration,
+                    args.concurrency,
+                    pids=server.worker_pids,
+                    warm_up_s=args.warm_up,
+                )
+            finally:
+                probe.stop.set()
+                probe.thread.join(5)
         finally:
             code = server.stop()
         print(f"soak: {figures.summary()} serve_exit={code}")
+        print(f"soak: {probe.summary()} load_avg={os.getloadavg()[0]:.1f}")
         for sample in figures.error_samples:
             print(f"soak: error sample: {sample}")
-        return 0 if figures.errors == 0 and code == 0 else 1
+        return 0 if figures.errors == 0 and not probe.failures and code == 0 else 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
