@@ -4,9 +4,9 @@ Builds the tiny random-weight test artifact (tests/servingfixtures.py: a 2-layer
 real MiniLM tokenizer), starts `serve` on a free 127.0.0.1 port, runs CONCURRENCY keep-alive
 clients posting small JSON requests for DURATION seconds, and prints requests, errors, p50/p99
 latency and the workers' RSS growth from the end of warm-up to the end. Meanwhile a probe
-GETs /ping every PING_EVERY seconds (default 0.05) on a fresh connection, as the platform's
-health check does, and its p50/p99/max latency and non-200 count are printed. Exits 1 on any
-error.
+GETs /ping every --ping-every seconds (default 0.05) from its own process on a fresh
+connection, as the platform's health check does; its p50/p99/max latency and non-200 count
+are printed. Exits 1 on any error or failed probe.
 
     python benchmarks/soak.py                                  # gunicorn, 32 clients, 600 s
     python benchmarks/soak.py --stack mms --duration 60 --concurrency 16
@@ -15,13 +15,14 @@ error.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
@@ -31,30 +32,45 @@ from hostserver import Server, run_load  # noqa: E402
 from servingfixtures import build_artifact  # noqa: E402
 
 
+def _probe(url: str, every_s: float, stop: Any, results: Any) -> None:
+    """The probe's own process: the load clients' threads must not delay its timings (GIL)."""
+    import requests
+
+    latencies, failures = [], []
+    while not stop.wait(every_s):
+        began = time.monotonic()
+        try:
+            status = requests.get(url, timeout=2).status_code
+        except requests.RequestException as err:
+            status, detail = 0, repr(err)
+        else:
+            detail = str(status)
+        latencies.append(1000 * (time.monotonic() - began))
+        if status != 200:
+            failures.append(detail)
+    results.put((latencies, failures))
+
+
 class PingProbe:
-    """GET /ping every ``every_s`` on a fresh connection until stopped; latencies in ms."""
+    """GET /ping every ``every_s`` on a fresh connection, from a separate process."""
 
     def __init__(self, url: str, every_s: float) -> None:
-        self.url, self.every_s = url + "/ping", every_s
+        context = multiprocessing.get_context("spawn")
+        self.stop_event = context.Event()
+        self.results = context.Queue()
+        self.process = context.Process(
+            target=_probe, args=(url + "/ping", every_s, self.stop_event, self.results)
+        )
         self.latencies_ms: list[float] = []
         self.failures: list[str] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        import requests
+    def start(self) -> None:
+        self.process.start()
 
-        while not self.stop.wait(self.every_s):
-            began = time.monotonic()
-            try:
-                status = requests.get(self.url, timeout=2).status_code
-            except requests.RequestException as err:
-                status, detail = 0, repr(err)
-            else:
-                detail = str(status)
-            self.latencies_ms.append(1000 * (time.monotonic() - began))
-            if status != 200:
-                self.failures.append(detail)
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.latencies_ms, self.failures = self.results.get(timeout=30)
+        self.process.join(10)
 
     def summary(self) -> str:
         ordered = sorted(self.latencies_ms) or [float("nan")]
@@ -100,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             probe = PingProbe(server.url, args.ping_every)
-            probe.thread.start()
+            probe.start()
             try:
                 figures = run_load(
                     server.url,
@@ -110,8 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                     warm_up_s=args.warm_up,
                 )
             finally:
-                probe.stop.set()
-                probe.thread.join(5)
+                probe.stop()
         finally:
             code = server.stop()
         print(f"soak: {figures.summary()} serve_exit={code}")

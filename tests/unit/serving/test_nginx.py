@@ -58,6 +58,13 @@ def test_upstream_timeouts_stay_above_the_request_deadline(tmp_path, timeout, de
     assert props["default_response_timeout"] == str(expected)
 
 
+def test_as_root_nginx_workers_run_ahead_of_the_model_workers(tmp_path, monkeypatch):
+    monkeypatch.setattr(nginx.os, "geteuid", lambda: 0)
+    assert "worker_priority -5;" in render_config(settings(tmp_path), tmp_path, GUNICORN)
+    monkeypatch.setattr(nginx.os, "geteuid", lambda: 1000)
+    assert "worker_priority" not in render_config(settings(tmp_path), tmp_path, GUNICORN)
+
+
 def test_every_error_nginx_makes_has_a_json_body(tmp_path):
     conf = render_config(settings(tmp_path), tmp_path, GUNICORN)
     for code in (400, 404, 405, 408, 413, 414, 502, 503, 504):

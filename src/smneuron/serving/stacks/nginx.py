@@ -32,6 +32,9 @@ SEND_TIMEOUT_S = 60
 KEEPALIVE_S = 75  # above the load balancer's 60 s idle timeout
 DRAIN_S = 20  # graceful stop: in-flight requests get this long, inside SageMaker's 30 s
 MAX_CONNECTIONS = 4096
+# As root (the image), nginx workers run ahead of the model workers for the CPU, so /ping and
+# error answers are not delayed when the workers saturate every core.
+WORKER_PRIORITY = -5
 MAX_INVOCATIONS = 1024  # concurrent /invocations; more get a 503 with Retry-After
 
 # Every error nginx produces itself: status -> (type, message). The model server's own
@@ -159,6 +162,7 @@ def render_config(
     keepalive = f"        keepalive {upstream.keepalive};\n" if upstream.keepalive else ""
     return f"""# Rendered by smneuron serve from its settings at every start; do not edit.
 {f"user {user};" if user else ""}
+{f"worker_priority {WORKER_PRIORITY};" if os.geteuid() == 0 else ""}
 daemon off;
 master_process on;
 worker_processes {max(1, min(workers, 4))};
