@@ -19,8 +19,6 @@ import json
 import os
 import random
 import re
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[2]
 for _path in (ROOT / "src", ROOT / "tests"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
+
+from hostserver import Server  # noqa: E402  (after the sys.path set-up above)
 
 CONTENT_TYPES = [
     "application/json",
@@ -307,64 +307,21 @@ def ping(url: str) -> int | None:
         return None
 
 
-class LocalServer:
-    """`serve` in a subprocess on a free loopback port (the way the integration tests run it)."""
+class LocalServer(Server):
+    """`serve` in a subprocess on a free loopback port: the integration tests' ``Server`` with
+    the fuzz run's settings (the default batch delay, ``workers`` workers) and a plain ping."""
 
     def __init__(self, base: Path, stack: str = "gunicorn", workers: int = 1) -> None:
-        from smneuron.tools.http import free_port
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.stack = stack
         self.workers = workers
-        self.log_path = base / "server.log"
         env = {
-            **os.environ,
             "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]),
-            "SAGEMAKER_BASE_DIR": str(base),
-            "SAGEMAKER_BIND_TO_PORT": str(self.port),
             "SAGEMAKER_MODEL_SERVER_WORKERS": str(workers),
-            "SMNEURON_SERVER": stack,
-            "SMNEURON_ACCELERATOR": "cpu",
-            "SMNEURON_LOG_FORMAT": "json",
-            "HF_HUB_OFFLINE": "1",
-            "OMP_NUM_THREADS": "1",
+            "SMNEURON_MAX_BATCH_DELAY_MS": "5",
         }
-        self.log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", "from smneuron.serving.entry import main; main()"],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
+        super().__init__(stack, base, base / "server.log", env=env)
 
-    def wait_ready(self, timeout: float = 240) -> None:
-        from smneuron.tools.http import NotReadyError, wait_for_ping
-
-        def exited() -> str | None:
-            return None if self.process.poll() is None else f"exit code {self.process.returncode}"
-
-        try:
-            wait_for_ping(self.url, timeout, exited=exited, interval_s=0.25)
-        except NotReadyError as err:
-            raise RuntimeError(f"{err}: {self.log_text()[-3000:]}") from err
-
-    def ping(self) -> int | None:
+    def ping(self, timeout: float = 2.0) -> int | None:  # type: ignore[override]
         return ping(self.url)
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int | None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(40)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self.log.close()
-        return self.process.returncode
 
 
 def build_model(base: Path) -> None:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from smneuron.errors import ConfigurationError, SmneuronError
 from smneuron.tools.build.pins import canonical, read_pins
+from smneuron.typed import one_of
 from smneuron.versions import package_version
 
 log = logging.getLogger(__name__)
@@ -344,9 +345,7 @@ def build_wheelhouse(
                 "run `smneuron build --accelerator neuron`"
             )
         return build_base_wheelhouse(root, base, images)
-    if accelerator not in TARGETS:
-        raise ConfigurationError(f"accelerator {accelerator!r} is not one of: {', '.join(TARGETS)}")
-    target = TARGETS[accelerator]
+    target = TARGETS[one_of(accelerator, tuple(TARGETS), "accelerator")]
     out = root / "build" / "wheelhouse" / f"{accelerator}-{cache_key(root, accelerator)}"
     if (out / ".complete").is_file():
         log.info("wheelhouse %s is cached (%d wheels)", out, len(list(out.glob("*.whl"))))
