@@ -77,6 +77,7 @@ def run_training(docker_client, image: str, opt_ml: Path, command: list[str]) ->
 class Server:
     container: object
     url: str
+    stack: str = ""
 
     def logs(self) -> str:
         return self.container.logs().decode(errors="replace")
@@ -102,7 +103,7 @@ def start_server(
     )
     container.reload()
     port = container.ports["8080/tcp"][0]["HostPort"]
-    return Server(container, f"http://127.0.0.1:{port}")
+    return Server(container, f"http://127.0.0.1:{port}", stack)
 
 
 def wait_ready(server: Server, limit_s: float = 240) -> None:

@@ -320,3 +320,18 @@ def test_a_corrupt_artifact_is_never_healthy(
         assert "failed to load" in reason
     finally:
         running.container.remove(force=True)
+
+
+def test_mms_runs_with_our_reply_decoder_and_no_jdk_in_the_image(docker_client, cpu_images, server):
+    if server.stack == "mms":
+        assert "MMS runs with smneuron's reply decoder from /opt/smneuron/mms-classes" in (
+            server.logs()
+        )
+    probe = (
+        "import shutil; from smneuron.serving.stacks import mms_decoder as d; "
+        "print(d.is_current(d.PREBUILT), shutil.which('javac'))"
+    )
+    out = docker_client.containers.run(
+        cpu_images["inference"], ["python", "-c", probe], entrypoint=[], remove=True
+    )
+    assert out.decode().split() == ["True", "None"]  # compiled at build time, JDK left behind

@@ -81,6 +81,28 @@ def test_mms_sizes_and_workers_follow_settings(tmp_path):
     assert mar["model"]["handler"] == "smneuron.serving.stacks.mms_service:handle"
 
 
+def test_mms_classpath_puts_our_reply_decoder_before_the_jar(tmp_path, monkeypatch):
+    from smneuron.serving.stacks import mms
+
+    monkeypatch.setattr(mms, "classes_dir", lambda: tmp_path / "decoder")
+    command = mms.jvm_command(settings(tmp_path), tmp_path, tmp_path / "c", tmp_path / "l")
+    class_path = command[command.index("-cp") + 1].split(":")
+    assert class_path[0] == str(tmp_path / "decoder")
+    assert class_path[-1].endswith("mms/frontend/*")
+    monkeypatch.setattr(mms, "classes_dir", lambda: None)  # no JDK: MMS's own decoder
+    command = mms.jvm_command(settings(tmp_path), tmp_path, tmp_path / "c", tmp_path / "l")
+    assert command[command.index("-cp") + 1].startswith(".:")
+
+
+def test_mms_decoder_without_javac_or_prebuilt_warns_and_falls_back(tmp_path, monkeypatch, caplog):
+    from smneuron.serving.stacks import mms_decoder
+
+    monkeypatch.setattr(mms_decoder, "find_javac", lambda java_home=None: None)
+    found = mms_decoder.classes_dir(prebuilt=tmp_path / "none", cache_root=tmp_path / "cache")
+    assert found is None
+    assert "MMS runs with its own reply decoder" in caplog.text
+
+
 def test_serve_fails_fast_when_the_layout_does_not_fit(tmp_path, monkeypatch, capsys):
     from smneuron.serving import entry
 

@@ -27,6 +27,7 @@ from smneuron.env import ENV
 from smneuron.errors import ConfigurationError, ServerError
 from smneuron.serving.runtime import Layout, record_failure
 from smneuron.serving.settings import ServingSettings
+from smneuron.serving.stacks.mms_decoder import classes_dir
 from smneuron.serving.stacks.nginx import Upstream
 from smneuron.serving.stacks.supervisor import ModelServer
 
@@ -117,6 +118,11 @@ def jvm_command(settings: ServingSettings, runtime_dir: Path, config: Path, log4
     home = Path(mms.__file__).resolve().parent.parent
     java_home = os.environ.get(ENV.JAVA_HOME)
     java = str(Path(java_home) / "bin" / "java") if java_home else "java"
+    class_path = f".:{home / 'mms' / 'frontend'}/*"
+    decoder = classes_dir()  # our reply decoder first: the JVM loads it instead of the jar's
+    if decoder is not None:
+        class_path = f"{decoder}:{class_path}"
+        log.info("MMS runs with smneuron's reply decoder from %s", decoder)
     return [
         java,
         f"-Dmodel_server_home={home}",
@@ -125,7 +131,7 @@ def jvm_command(settings: ServingSettings, runtime_dir: Path, config: Path, log4
         f"-Djava.io.tmpdir={runtime_dir}",
         *shlex.split(settings.vmargs or ""),
         "-cp",
-        f".:{home / 'mms' / 'frontend'}/*",
+        class_path,
         "com.amazonaws.ml.mms.ModelServer",
         "--python",
         sys.executable,
