@@ -59,12 +59,12 @@ push: venv  ## push both images to ECR (AWS_DEFAULT_REGION; SMNEURON_REGISTRY ov
 bench: venv  ## serving throughput/latency/startup figures on this host (prints a table)
 	$(PYTHON) benchmarks/serving.py
 
-fuzz: venv  ## 10,000 generated requests against a local `serve` (gunicorn): statuses, 5xx, deaths
-	$(PYTHON) tests/fuzz/fuzzing.py --cases 10000 --seconds 900
-
 DURATION ?= 600
 CONCURRENCY ?= 32
 STACK ?= gunicorn
+fuzz: venv  ## 10,000 generated requests against a local `serve` (STACK=gunicorn|mms): statuses, 5xx, deaths
+	$(PYTHON) tests/fuzz/fuzzing.py --cases 10000 --seconds 900 --stack $(STACK)
+
 soak: venv  ## serve under load on loopback (STACK, CONCURRENCY=32, DURATION=600 s): errors, p50/p99, RSS growth
 	$(PYTHON) benchmarks/soak.py --stack $(STACK) --concurrency $(CONCURRENCY) --duration $(DURATION)
 
