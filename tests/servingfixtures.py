@@ -14,6 +14,7 @@ RESOURCES = Path(__file__).resolve().parent / "resources" / "handlers"
 LABELS = ["ham", "spam"]
 BUCKETS = (16, 32, 64)
 BATCH = 4
+BATCH_SIZES = (1, 2, 4)  # one graph per (batch size, bucket)
 
 
 def build_artifact(model_dir: Path, task: str) -> Path:
@@ -35,7 +36,7 @@ def build_artifact(model_dir: Path, task: str) -> Path:
         model,
         task=task,
         labels=LABELS if task == "text-classification" else [],
-        batch_size=BATCH,
+        batch_sizes=BATCH_SIZES,
         sequence_lengths=BUCKETS,
         backend=CpuBackend(),
     )

@@ -96,7 +96,7 @@ def test_cpu_compile_produces_a_servable_artifact(checkpoint, tmp_path, capsys):
     assert torch.allclose(got, expected, atol=1e-4)
 
 
-def test_neuron_compile_traces_each_bucket_with_the_compiler_args(
+def test_neuron_compile_traces_each_batch_size_and_bucket_with_the_compiler_args(
     checkpoint, tmp_path, fake_torch_neuronx
 ):
     out = tmp_path / "neuron-artifact"
@@ -119,7 +119,9 @@ def test_neuron_compile_traces_each_bucket_with_the_compiler_args(
     )
     assert code == 0
     traces = [call for call in fake_torch_neuronx.CALLS if call["call"] == "trace"]
-    assert [call["shapes"][0] for call in traces] == [[4, 32], [4, 64], [4, 128]]
+    # The default smaller sizes 1, 2 (up to --batch-size 4) and 4: one trace per pair.
+    pairs = [[batch, length] for batch in (1, 2, 4) for length in (32, 64, 128)]
+    assert [call["shapes"][0] for call in traces] == pairs
     assert all(call["shapes"][1] == call["shapes"][0] for call in traces)
     expected_args = ["--auto-cast", "all", "--auto-cast-type", "bf16", "--target", "inf2"]
     assert all(call["compiler_args"] == expected_args for call in traces)
@@ -128,6 +130,8 @@ def test_neuron_compile_traces_each_bucket_with_the_compiler_args(
     assert manifest.versions["torch_neuronx"] == "2.9.0.2.13.26312+8e870898"
     assert manifest.versions["neuronx_cc"] == "2.24.8799.0+6f62ff7c"
     assert list(manifest.compiler_args) == expected_args
+    assert manifest.batch_sizes == (1, 2, 4) and manifest.batch_size == 4
+    check_files(out, manifest)
 
 
 def test_neuron_compile_defaults_to_bf16_matmult_autocast(checkpoint, tmp_path, fake_torch_neuronx):
@@ -159,6 +163,8 @@ def test_neuron_compile_for_a_target_on_a_host_without_devices(
             "neuron",
             "--target",
             target,
+            "--batch-size",
+            "1",
             "--sequence-lengths",
             "16",
         ]

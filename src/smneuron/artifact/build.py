@@ -1,4 +1,4 @@
-"""Checkpoint -> serving artifact: one traced graph per bucket, then the manifest (written last).
+"""Checkpoint -> serving artifact: one traced graph per (batch size, bucket), then the manifest.
 
 Used by ``train`` (after fine-tuning) and by ``smneuron compile`` (``artifact.job``).
 """
@@ -12,12 +12,35 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from smneuron.artifact.backends import Backend
-from smneuron.artifact.manifest import Manifest, compiled_name, write_manifest
+from smneuron.artifact.manifest import Manifest, compiled_name, graph_key, write_manifest
+from smneuron.errors import ConfigurationError
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
+
+# The smaller batch sizes compiled besides the largest one, unless a job names its own.
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
+
+
+def plan_batch_sizes(
+    batch_size: int, batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES
+) -> tuple[int, ...]:
+    """The batch sizes to compile: ``batch_sizes`` up to ``batch_size``, and ``batch_size``.
+
+    ``batch_size`` is the largest batch one forward takes; each smaller size is one more graph
+    per bucket, so that a lone request runs at batch 1 instead of paying for the full batch.
+    ``plan_batch_sizes(8) == (1, 2, 4, 8)``, ``plan_batch_sizes(4) == (1, 2, 4)``,
+    ``plan_batch_sizes(8, (8,)) == (8,)``, ``plan_batch_sizes(6) == (1, 2, 4, 6)``.
+
+    Raises:
+        ConfigurationError: a size below 1.
+    """
+    sizes = [int(size) for size in batch_sizes] + [int(batch_size)]
+    if min(sizes) < 1:
+        raise ConfigurationError(f"batch sizes must be ≥ 1, got {sorted(sizes)}")
+    return tuple(sorted({size for size in sizes if size <= batch_size}))
 
 
 def traceable(model: torch.nn.Module, task: str, pooling: str | None = None) -> torch.nn.Module:
@@ -75,37 +98,54 @@ def compile_artifact(
     *,
     task: str,
     labels: Sequence[str],
-    batch_size: int,
     sequence_lengths: Sequence[int],
     backend: Backend,
+    batch_size: int | None = None,
+    batch_sizes: Sequence[int] | None = None,
     cores_per_model: int = 1,
     compiler_args: Sequence[str] = (),
     pooling: str | None = None,
 ) -> Manifest:
-    """Trace ``model`` once per bucket into ``model_dir/compiled`` and write manifest.json.
+    """Trace ``model`` once per (batch size, bucket) into ``model_dir/compiled``; write manifest.
 
-    The manifest is written last: an artifact with a manifest is complete.
+    ``batch_sizes`` are the batch sizes to compile (see ``plan_batch_sizes``); without them,
+    ``batch_size`` alone. The manifest is written last: an artifact with a manifest is complete.
     """
+    if batch_sizes is None:
+        if batch_size is None:
+            raise ConfigurationError("compile_artifact needs batch_size or batch_sizes")
+        batch_sizes = (batch_size,)
+    sizes = tuple(sorted({int(size) for size in batch_sizes}))
     lengths = tuple(sorted(set(int(n) for n in sequence_lengths)))
     wrapper = traceable(model, task, pooling)
     files = {}
-    for length in lengths:
-        started = time.monotonic()
-        graph = backend.trace(wrapper, example_inputs(batch_size, length), compiler_args)
-        relative = compiled_name(length)
-        backend.save(graph, model_dir / relative)
-        files[str(length)] = relative
-        log.info(
-            "compiled bucket seq=%d batch=%d backend=%s in %.1fs",
-            length,
-            batch_size,
-            backend.name,
-            time.monotonic() - started,
-        )
+    total = time.monotonic()
+    for batch in sizes:
+        for length in lengths:
+            started = time.monotonic()
+            graph = backend.trace(wrapper, example_inputs(batch, length), compiler_args)
+            relative = compiled_name(length, batch)
+            backend.save(graph, model_dir / relative)
+            files[graph_key(batch, length)] = relative
+            log.info(
+                "compiled graph batch=%d seq=%d backend=%s in %.1fs",
+                batch,
+                length,
+                backend.name,
+                time.monotonic() - started,
+            )
+    log.info(
+        "compiled %d graphs (batch sizes %s x buckets %s) in %.1fs",
+        len(sizes) * len(lengths),
+        list(sizes),
+        list(lengths),
+        time.monotonic() - total,
+    )
     manifest = Manifest(
         task=task,
         backend=backend.name,
-        batch_size=batch_size,
+        batch_size=sizes[-1],
+        batch_sizes=sizes,
         sequence_lengths=lengths,
         labels=tuple(labels),
         cores_per_model=cores_per_model,

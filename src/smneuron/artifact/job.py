@@ -3,7 +3,7 @@
 Two ways to run it:
 
 - a command: ``smneuron compile --checkpoint DIR --output DIR --backend cpu|neuron
-  --batch-size 1 --sequence-lengths 32,64,128 [--compiler-args "..."]``;
+  --batch-size 8 [--batch-sizes 1,2,4,8] --sequence-lengths 32,64,128 [--compiler-args "..."]``;
 - a SageMaker job with the training image (``container_entry_point=["smneuron", "compile"]``,
   no arguments): it reads ``hyperparameters.json`` and the ``checkpoint`` channel (a folder,
   or the ``model.tar.gz`` a training job wrote), writes the artifact to ``/opt/ml/model`` and
@@ -29,6 +29,7 @@ from typing import Any
 from smneuron import job
 from smneuron.artifact.archive import extract
 from smneuron.artifact.backends import Backend
+from smneuron.artifact.build import DEFAULT_BATCH_SIZES
 from smneuron.artifact.manifest import COMPILED_DIR, MANIFEST, TASKS, Manifest
 from smneuron.env import ENV, read, remote_code_hint
 from smneuron.errors import ArtifactError, ConfigurationError
@@ -64,7 +65,17 @@ class CompileHyperparameters:
     """Hyperparameters of the compile job (SageMaker mode); the flags mirror them."""
 
     backend: str = hp("auto", "str", "cpu, neuron, or auto (detect)", choices=BACKENDS)
-    batch_size: int = hp(1, "int", "static batch size of every graph", minimum=1, maximum=1024)
+    batch_size: int = hp(
+        8, "int", "largest compiled batch size (rows per forward)", minimum=1, maximum=1024
+    )
+    batch_sizes: tuple[int, ...] = hp(
+        DEFAULT_BATCH_SIZES,
+        "int_list",
+        "the smaller batch sizes also compiled (those above batch_size are dropped): one more "
+        "graph per bucket each, so a lone request runs at batch 1",
+        minimum=1,
+        maximum=1024,
+    )
     sequence_lengths: tuple[int, ...] = hp(
         (32, 64, 128), "int_list", "sequence-length buckets", minimum=1, maximum=8192
     )
@@ -100,7 +111,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--output", type=Path, help="artifact folder to write")
     parser.add_argument("--backend", choices=BACKENDS, default=None, help="default: auto")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: 1")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="largest compiled batch size (default: 8)"
+    )
+    parser.add_argument(
+        "--batch-sizes",
+        default=None,
+        help="smaller batch sizes also compiled, up to --batch-size (default: 1,2,4,8)",
+    )
     parser.add_argument(
         "--sequence-lengths", default=None, help="buckets, e.g. 32,64,128 (the default)"
     )
@@ -200,7 +218,7 @@ def compile_checkpoint(
     ``trust_remote_code`` (``SMNEURON_TRUST_REMOTE_CODE``) lets a checkpoint run its own code.
     """
     from smneuron.accelerator import check_cores_per_model
-    from smneuron.artifact.build import compile_artifact
+    from smneuron.artifact.build import compile_artifact, plan_batch_sizes
     from smneuron.neuron.backend import DEFAULT_COMPILER_ARGS, parse_compiler_args
 
     check_cores_per_model(settings.cores_per_model)
@@ -222,14 +240,17 @@ def compile_checkpoint(
 
             # The target goes into the flags, so the manifest records exactly what compiled.
             args = with_target(args or DEFAULT_COMPILER_ARGS, settings.target or backend.target())
+        sizes = plan_batch_sizes(
+            settings.batch_size, parse_int_list(settings.batch_sizes, "batch_sizes")
+        )
         model = load_model(source, task, trust_remote_code=trust_remote_code)
         _copy_checkpoint(source, Path(output))
         log.info(
-            "compiling %s (%s) for %s: batch %d, buckets %s",
+            "compiling %s (%s) for %s: batch sizes %s, buckets %s",
             source,
             task,
             backend.name,
-            settings.batch_size,
+            list(sizes),
             list(lengths),
         )
         return compile_artifact(
@@ -237,7 +258,7 @@ def compile_checkpoint(
             model,
             task=task,
             labels=labels_from_config(config) if task in _LABEL_TASKS else (),
-            batch_size=settings.batch_size,
+            batch_sizes=sizes,
             sequence_lengths=lengths,
             backend=backend,
             cores_per_model=settings.cores_per_model,

@@ -4,8 +4,11 @@ Layout of ``/opt/ml/model`` (the content of model.tar.gz)::
 
     manifest.json            this schema (FORMAT_VERSION)
     config.json, model.safetensors, tokenizer files   the fine-tuned Hugging Face checkpoint
-    compiled/seq{L}.pt       one static-shape TorchScript graph per sequence-length bucket
+    compiled/b{B}-seq{L}.pt  one static-shape TorchScript graph per (batch size, sequence bucket)
     code/inference.py        optional user handler overrides
+
+Format 1 (one batch size, ``compiled/seq{L}.pt``) is still read: its ``batch_size`` is the one
+compiled batch size.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from typing import Any
 
 from smneuron.errors import ArtifactError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)  # format 1: one batch size per artifact, graphs keyed by bucket
 MANIFEST = "manifest.json"
 COMPILED_DIR = "compiled"
 
@@ -35,8 +39,16 @@ TASKS = (
 )
 
 
-def compiled_name(sequence_length: int) -> str:
-    return f"{COMPILED_DIR}/seq{sequence_length}.pt"
+def compiled_name(sequence_length: int, batch_size: int | None = None) -> str:
+    """A graph's file: ``compiled/b{B}-seq{L}.pt`` (format 1, no batch: ``compiled/seq{L}.pt``)."""
+    if batch_size is None:
+        return f"{COMPILED_DIR}/seq{sequence_length}.pt"
+    return f"{COMPILED_DIR}/b{batch_size}-seq{sequence_length}.pt"
+
+
+def graph_key(batch_size: int, sequence_length: int) -> str:
+    """The key of a graph in ``files["compiled"]``: ``"{batch}x{length}"``."""
+    return f"{batch_size}x{sequence_length}"
 
 
 @dataclass(frozen=True)
@@ -47,12 +59,15 @@ class Manifest:
         task: one of TASKS.
         labels: label names in logit order (classification tasks), else empty.
         backend: "cpu" or "neuron": who traced the graphs.
-        batch_size: the static batch dimension of every compiled graph.
+        batch_size: the largest compiled batch size (the most rows one forward takes).
         sequence_lengths: the compiled buckets, ascending.
+        batch_sizes: every compiled batch size, ascending, ending with ``batch_size``; one
+            graph per (batch size, bucket). Empty when constructed: ``(batch_size,)``.
         input_names: graph inputs in call order (e.g. input_ids, attention_mask).
         cores_per_model: NeuronCores one loaded copy needs (1 on CPU).
         versions: package versions at compile time (torch, transformers, torch_neuronx, ...).
-        files: relative paths: "compiled" maps str(bucket) -> graph file.
+        files: relative paths: "compiled" maps ``graph_key(batch, bucket)`` -> graph file
+            (format 1: str(bucket) -> graph file).
         target: hardware the graphs were compiled for ("cpu", "inf2", "trn1", ...).
         compiler_args: the compiler flags used (Neuron), for the record.
     """
@@ -69,6 +84,7 @@ class Manifest:
     target: str = "cpu"
     compiler_args: tuple[str, ...] = ()
     pooling: str | None = None
+    batch_sizes: tuple[int, ...] = ()
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -85,14 +101,30 @@ class Manifest:
                 "manifest: sequence_lengths must be a non-empty ascending list without repeats, "
                 f"got {list(self.sequence_lengths)}"
             )
+        sizes = tuple(self.batch_sizes) or (self.batch_size,)
+        if list(sizes) != sorted(set(sizes)) or sizes[0] < 1 or sizes[-1] != self.batch_size:
+            raise ArtifactError(
+                "manifest: batch_sizes must be ascending, without repeats, ≥ 1, and end with "
+                f"batch_size {self.batch_size}; got {list(sizes)}"
+            )
+        object.__setattr__(self, "batch_sizes", sizes)
 
-    def graph_path(self, root: Path, sequence_length: int) -> Path:
+    def graphs(self) -> list[tuple[int, int]]:
+        """Every compiled (batch size, sequence length), smallest batch first."""
+        return [(batch, length) for batch in self.batch_sizes for length in self.sequence_lengths]
+
+    def graph_path(self, root: Path, sequence_length: int, batch_size: int | None = None) -> Path:
+        """The file of the graph for ``sequence_length`` at ``batch_size`` (default: largest)."""
+        batch = self.batch_size if batch_size is None else batch_size
         compiled = self.files.get("compiled", {})
-        return root / compiled.get(str(sequence_length), compiled_name(sequence_length))
+        named = compiled.get(graph_key(batch, sequence_length))
+        if named is None and self.format_version < 2 and batch == self.batch_size:
+            named = compiled.get(str(sequence_length), compiled_name(sequence_length))
+        return root / (named or compiled_name(sequence_length, batch))
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("sequence_lengths", "labels", "input_names", "compiler_args"):
+        for key in ("sequence_lengths", "labels", "input_names", "compiler_args", "batch_sizes"):
             data[key] = list(data[key])
         data["versions"] = dict(self.versions)
         data["files"] = dict(self.files)
@@ -101,11 +133,11 @@ class Manifest:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Manifest:
         version = data.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READ_VERSIONS:
             raise ArtifactError(
                 f"manifest format_version {version!r} is not supported by this smneuron "
-                f"(supports {FORMAT_VERSION}); rebuild the artifact with this image's `train` "
-                "or `smneuron compile`"
+                f"(reads {', '.join(map(str, READ_VERSIONS))}); rebuild the artifact with this "
+                "image's `train` or `smneuron compile`, or serve it with a newer image"
             )
         try:
             return cls(
@@ -121,6 +153,8 @@ class Manifest:
                 target=data.get("target", "cpu"),
                 compiler_args=tuple(data.get("compiler_args") or ()),
                 pooling=data.get("pooling"),
+                # Format 1 has one batch size: batch_size, the default.
+                batch_sizes=tuple(int(x) for x in data.get("batch_sizes") or ()),
                 format_version=version,
             )
         except (KeyError, TypeError, ValueError) as err:
@@ -156,9 +190,9 @@ def read_manifest(model_dir: Path) -> Manifest:
 def check_files(model_dir: Path, manifest: Manifest) -> None:
     """Every compiled graph named by the manifest must exist."""
     missing = [
-        str(manifest.graph_path(model_dir, length).relative_to(model_dir))
-        for length in manifest.sequence_lengths
-        if not manifest.graph_path(model_dir, length).is_file()
+        str(manifest.graph_path(model_dir, length, batch).relative_to(model_dir))
+        for batch, length in manifest.graphs()
+        if not manifest.graph_path(model_dir, length, batch).is_file()
     ]
     if missing:
         raise ArtifactError(

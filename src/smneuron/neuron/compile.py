@@ -71,6 +71,7 @@ def compile_command(
     sequence_lengths: Sequence[int],
     compiler_args: Sequence[str],
     cores_per_model: int = 1,
+    batch_sizes: Sequence[int] | None = None,
     python: str = sys.executable,
 ) -> list[str]:
     """The child's command line (``smneuron compile`` options plus ``--cpu-backend``)."""
@@ -88,6 +89,8 @@ def compile_command(
         task,
         "--batch-size",
         str(batch_size),
+        "--batch-sizes",
+        ",".join(str(n) for n in (batch_sizes or (batch_size,))),
         "--sequence-lengths",
         ",".join(str(n) for n in sequence_lengths),
         "--compiler-args",
@@ -108,6 +111,7 @@ def compile_in_child(
     sequence_lengths: Sequence[int],
     compiler_args: Sequence[str],
     cores_per_model: int = 1,
+    batch_sizes: Sequence[int] | None = None,
     timeout_s: float | None = None,
 ) -> None:
     """Run ``compile_command`` in a ``compile_env`` child; its failure is an ArtifactError."""
@@ -116,6 +120,7 @@ def compile_in_child(
         output,
         task=task,
         batch_size=batch_size,
+        batch_sizes=batch_sizes,
         sequence_lengths=sequence_lengths,
         compiler_args=compiler_args,
         cores_per_model=cores_per_model,

@@ -4,6 +4,9 @@ Every item has a deadline and the queue a bound: an item whose deadline passes w
 is dropped before it costs a forward (504), a submission that would overfill the queue is
 refused (503 with ``Retry-After``), and a dead batcher thread fails what it held and every
 later submission at once (503) instead of leaving callers waiting.
+
+What each run cost is counted: the compiled batch it ran on against the real rows in it, and
+the tokens computed against the real ones (``Run``), so ``stats()`` shows the padding waste.
 """
 
 from __future__ import annotations
@@ -22,15 +25,40 @@ from smneuron.errors import DeadlineExceeded, NotReady, Overloaded
 
 log = logging.getLogger(__name__)
 
+STATS_LOG_INTERVAL_S = 60.0  # a summary line of stats() at INFO at most this often
+
+
+@dataclass(frozen=True)
+class Run:
+    """What ``run_batch`` may return instead of a bare list: the outputs and their cost.
+
+    Attributes:
+        outputs: one per item, in order.
+        graph_batch: rows the forward computed (the compiled batch size it ran on).
+        real_tokens: tokens of the real rows (attention mask ones).
+        computed_tokens: tokens the forward computed (graph_batch × sequence length).
+    """
+
+    outputs: Sequence[Any]
+    graph_batch: int
+    real_tokens: int = 0
+    computed_tokens: int = 0
+
+
 
 @dataclass(frozen=True)
 class BatchResult:
-    """One item's output, with how long it queued and the batch it ran in."""
+    """One item's output, with how long it queued and the batch it ran in.
+
+    ``batch_size`` is the real items of its run, ``graph_batch`` the compiled batch size the run
+    used (equal unless the run was padded with empty rows).
+    """
 
     value: Any
     queued_s: float
     forward_s: float
     batch_size: int
+    graph_batch: int = 0
 
 
 @dataclass
@@ -46,7 +74,7 @@ class BatcherDied(NotReady):
 
 
 class DynamicBatcher:
-    """Runs ``run_batch(key, items) -> outputs`` on groups of items that share a key.
+    """Runs ``run_batch(key, items) -> outputs | Run`` on groups of items that share a key.
 
     One background thread owns the model: it waits for the oldest pending item, then for up
     to ``max_delay_s`` more (or until ``max_batch`` items share its key), and runs one batch.
@@ -88,6 +116,11 @@ class DynamicBatcher:
         self.expired = 0
         self.refused = 0
         self.batch_sizes: Counter[int] = Counter()
+        self.graph_batches: Counter[int] = Counter()
+        self.padded_rows = 0
+        self.real_tokens = 0
+        self.padded_tokens = 0
+        self._stats_logged = time.monotonic()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
 
@@ -153,12 +186,34 @@ class DynamicBatcher:
         return True, "ok"
 
     def stats(self) -> dict[str, Any]:
+        """Counts since start (or ``reset_stats``).
+
+        ``batch_sizes``: runs per number of real items; ``graph_batches``: runs per compiled
+        batch size used; ``padded_rows / real_rows`` and ``padded_tokens / real_tokens``: the
+        padding waste (rows of padding added to fill a graph; tokens computed that were not
+        real: padded rows and the padding of each row up to its bucket).
+        """
         with self._cond:
             return {
                 "batches_run": self.batches_run,
                 "items_run": self.items_run,
                 "batch_sizes": dict(sorted(self.batch_sizes.items())),
+                "graph_batches": dict(sorted(self.graph_batches.items())),
+                "real_rows": self.items_run,
+                "padded_rows": self.padded_rows,
+                "real_tokens": self.real_tokens,
+                "padded_tokens": self.padded_tokens,
+                "padded_rows_per_real": _ratio(self.padded_rows, self.items_run),
+                "padded_tokens_per_real": _ratio(self.padded_tokens, self.real_tokens),
             }
+
+    def reset_stats(self) -> None:
+        """Start counting afresh (after warm-up, whose runs are not traffic)."""
+        with self._cond:
+            self.batches_run = self.items_run = 0
+            self.padded_rows = self.real_tokens = self.padded_tokens = 0
+            self.batch_sizes.clear()
+            self.graph_batches.clear()
 
     def close(self, timeout: float = 5.0) -> None:
         with self._cond:
@@ -241,7 +296,10 @@ class DynamicBatcher:
             started = time.monotonic()
             try:
                 try:
-                    outputs = list(self._run_batch(key, [pending.item for pending in taken]))
+                    run = self._run_batch(key, [pending.item for pending in taken])
+                    if not isinstance(run, Run):
+                        run = Run(list(run), len(taken))
+                    outputs = list(run.outputs)
                     if len(outputs) != len(taken):
                         raise RuntimeError(
                             f"batch function returned {len(outputs)} outputs for {len(taken)} items"
@@ -249,7 +307,7 @@ class DynamicBatcher:
                 except Exception as err:
                     for pending in taken:
                         pending.future.set_exception(err)
-                    self._count(len(taken))
+                    self._count(Run((), len(taken)), len(taken))
                     continue
             except BaseException as err:  # SystemExit & co. end the thread: fail its batch
                 for pending in taken:
@@ -262,12 +320,25 @@ class DynamicBatcher:
                 with self._cond:
                     self._running_since = None
             forward = time.monotonic() - started
-            self._count(len(taken))
-            log.debug("batch key=%s size=%d forward_ms=%.1f", key, len(taken), forward * 1000)
+            self._count(run, len(taken))
+            log.debug(
+                "batch key=%s rows=%d graph_batch=%d padded_rows=%d real_tokens=%d "
+                "padded_tokens=%d forward_ms=%.1f",
+                key,
+                len(taken),
+                run.graph_batch,
+                run.graph_batch - len(taken),
+                run.real_tokens,
+                run.computed_tokens - run.real_tokens,
+                forward * 1000,
+            )
             for pending, value in zip(taken, outputs, strict=True):
                 pending.future.set_result(
-                    BatchResult(value, started - pending.arrived, forward, len(taken))
+                    BatchResult(
+                        value, started - pending.arrived, forward, len(taken), run.graph_batch
+                    )
                 )
+            self._log_stats()
 
     def _die(self, reason: str) -> None:
         with self._cond:
@@ -280,8 +351,23 @@ class DynamicBatcher:
             if pending.future.set_running_or_notify_cancel():
                 pending.future.set_exception(BatcherDied(f"the batcher thread stopped ({reason})"))
 
-    def _count(self, size: int) -> None:
+    def _count(self, run: Run, size: int) -> None:
         with self._cond:
             self.batches_run += 1
             self.items_run += size
             self.batch_sizes[size] += 1
+            self.graph_batches[run.graph_batch] += 1
+            self.padded_rows += max(0, run.graph_batch - size)
+            self.real_tokens += run.real_tokens
+            self.padded_tokens += max(0, run.computed_tokens - run.real_tokens)
+
+    def _log_stats(self) -> None:
+        now = time.monotonic()
+        if now - self._stats_logged < STATS_LOG_INTERVAL_S:
+            return
+        self._stats_logged = now
+        log.info("batcher stats", extra={"batcher": self.stats()})
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None

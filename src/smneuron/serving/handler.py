@@ -52,6 +52,7 @@ class Context:
     custom_attributes: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     batch_sizes: list[int] = field(default_factory=list)
+    graph_batches: list[int] = field(default_factory=list)
     # time.monotonic() after which the request's batches are no longer waited for (504).
     deadline: float | None = None
 
@@ -145,6 +146,7 @@ def default_predict_fn(data: Any, model: CompiledModel, context: Context) -> lis
     prediction = model.predict(inputs.texts, inputs.parameters, deadline=context.deadline)
     context.timings.update(prediction.timings)
     context.batch_sizes.extend(prediction.batch_sizes)
+    context.graph_batches.extend(prediction.graph_batches)
     return prediction.results
 
 
@@ -336,6 +338,7 @@ class Handler:
                 "bytes_in": len(body),
                 "bytes_out": len(response.body),
                 "batch_sizes": context.batch_sizes,
+                "graph_batches": context.graph_batches,
                 **{key: round(value, 2) for key, value in context.timings.items()},
             },
         )

@@ -1,11 +1,11 @@
-"""The default model: compiled graphs per bucket, the tokenizer, and the dynamic batcher."""
+"""The default model: compiled graphs per (batch size, bucket), the tokenizer, the batcher."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,8 @@ from smneuron.artifact.manifest import (
 )
 from smneuron.env import remote_code_hint
 from smneuron.errors import ArtifactError, PayloadTooLarge
-from smneuron.serving.batcher import DynamicBatcher
-from smneuron.serving.shapes import choose_bucket, fit_tokens, pad_row
+from smneuron.serving.batcher import DynamicBatcher, Run
+from smneuron.serving.shapes import choose_batch, choose_bucket, fit_tokens, pad_row
 from smneuron.serving.tasks import Postprocess, postprocessor
 
 log = logging.getLogger(__name__)
@@ -55,21 +55,30 @@ class Limits:
 
 @dataclass(frozen=True)
 class Prediction:
-    """Per-request results plus where the time went."""
+    """Per-request results plus where the time went.
+
+    ``batch_sizes``: per item, the real items of the run it was in; ``graph_batches``: the
+    compiled batch size that run used.
+    """
 
     results: list[Any]
     timings: dict[str, float]
     batch_sizes: list[int]
+    graph_batches: list[int] = field(default_factory=list)
 
 
 class CompiledModel:
-    """One loaded artifact: call ``predict(texts, parameters)``; thread-safe."""
+    """One loaded artifact: call ``predict(texts, parameters)``; thread-safe.
+
+    ``graphs`` maps (batch size, sequence length) to a graph; a run of ``n`` rows uses the
+    smallest compiled batch size ≥ ``n`` (``shapes.choose_batch``).
+    """
 
     def __init__(
         self,
         manifest: Manifest,
         tokenizer: Any,
-        graphs: Mapping[int, Any],
+        graphs: Mapping[tuple[int, int], Any],
         *,
         overflow: str = "truncate",
         max_delay_s: float = 0.005,
@@ -96,18 +105,23 @@ class CompiledModel:
             stall_after_s=self.limits.deadline_s,
         )
 
-    def _run_batch(self, bucket: int, rows: list[tuple[list[int], list[int]]]) -> list[Any]:
+    def _run_batch(self, bucket: int, rows: list[tuple[list[int], list[int]]]) -> Run:
         import torch
 
-        size = self.manifest.batch_size
+        size = choose_batch(len(rows), self.manifest.batch_sizes)
         padding = [([self.pad_id] * bucket, [0] * bucket)] * (size - len(rows))
         ids = torch.tensor([row[0] for row in rows + padding], dtype=torch.long)
         mask = torch.tensor([row[1] for row in rows + padding], dtype=torch.long)
         with torch.no_grad():
-            output = self.graphs[bucket](ids, mask)
+            output = self.graphs[(size, bucket)](ids, mask)
         if isinstance(output, tuple | list):
             output = output[0]
-        return output[: len(rows)].float().tolist()
+        return Run(
+            output[: len(rows)].float().tolist(),
+            graph_batch=size,
+            real_tokens=sum(sum(row[1]) for row in rows),
+            computed_tokens=size * bucket,
+        )
 
     def check_inputs(self, texts: list[str]) -> list[str]:
         """Apply the limits that hold before tokenizing: input count, characters per text."""
@@ -170,15 +184,31 @@ class CompiledModel:
                 "wait_ms": (done - tokenized) * 1000,
             },
             batch_sizes=[out.batch_size for out in outputs],
+            graph_batches=[out.graph_batch for out in outputs],
         )
 
     def warm_up(self) -> None:
-        """One forward per bucket, so the first request does not pay for lazy init."""
-        for bucket in self.manifest.sequence_lengths:
+        """One forward per compiled graph, so no request pays for lazy init.
+
+        ``size`` rows submitted at once run together on the batch-``size`` graph. The warm-up
+        runs are then dropped from the batcher's stats (they are not traffic).
+        """
+        for size, bucket in self.manifest.graphs():
             started = time.monotonic()
             row = pad_row([self.pad_id], bucket, self.pad_id)
-            self.batcher.wait([self.batcher.submit(bucket, row)], started + WARM_UP_TIMEOUT_S)
-            log.info("warm-up bucket=%d in %.1f ms", bucket, (time.monotonic() - started) * 1000)
+            futures = self.batcher.submit_many([(bucket, row)] * size)
+            self.batcher.wait(futures, started + WARM_UP_TIMEOUT_S)
+            log.info(
+                "warm-up batch=%d bucket=%d in %.1f ms",
+                size,
+                bucket,
+                (time.monotonic() - started) * 1000,
+            )
+        self.batcher.reset_stats()
+
+    def stats(self) -> dict[str, Any]:
+        """The batcher's counts: runs per compiled batch size, padding waste (rows, tokens)."""
+        return self.batcher.stats()
 
     def health(self) -> tuple[bool, str]:
         """(ok, reason) of the batcher thread that runs this model's graphs."""
@@ -220,18 +250,19 @@ def load_compiled(
             "must hold the tokenizer files saved with the checkpoint (save_pretrained)."
         ) from err
     graphs = {}
-    for length in manifest.sequence_lengths:
-        path = manifest.graph_path(model_dir, length)
+    for batch, length in manifest.graphs():
+        path = manifest.graph_path(model_dir, length, batch)
         try:
-            graphs[length] = backend.load(path)
+            graphs[(batch, length)] = backend.load(path)
         except Exception as err:  # the backend's own loader errors are not ours to list
             raise ArtifactError(f"cannot load compiled graph {path}: {err}") from err
     log.info(
-        "loaded artifact task=%s backend=%s batch=%d buckets=%s in %.1fs",
+        "loaded artifact task=%s backend=%s batch_sizes=%s buckets=%s (%d graphs) in %.1fs",
         manifest.task,
         manifest.backend,
-        manifest.batch_size,
+        list(manifest.batch_sizes),
         list(manifest.sequence_lengths),
+        len(graphs),
         time.monotonic() - started,
     )
     return CompiledModel(

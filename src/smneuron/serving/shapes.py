@@ -1,4 +1,12 @@
-"""Static shapes: pick the smallest compiled bucket that fits, truncate or reject above it."""
+"""Static shapes: the smallest compiled bucket and batch size that fit; truncate or reject above.
+
+Two dimensions are static. A text is padded to the smallest sequence-length bucket that holds
+it; a batch of ``n`` rows runs on the smallest compiled batch size ``≥ n`` (rows of padding
+fill the rest). The batcher never takes more rows than the largest batch size, so a longer
+queue is split into full largest-size runs and one last run on the smallest graph that holds
+the remainder: with batch sizes 1, 2, 4, 8, 3 waiting rows run at batch 4, 9 run as 8 + 1, and
+13 as 8 + 8 (the last five at batch 8).
+"""
 
 from __future__ import annotations
 
@@ -33,3 +41,18 @@ def fit_tokens(ids: Sequence[int], length: int, tail: Sequence[int]) -> list[int
         return list(ids)
     keep = length - len(tail)
     return list(ids[:keep]) + list(tail)
+
+
+def choose_batch(rows: int, batch_sizes: Sequence[int]) -> int:
+    """The smallest compiled batch size ≥ ``rows`` (``batch_sizes`` ascending).
+
+    Raises:
+        ValueError: ``rows`` is below 1 or above the largest size (the batcher takes at most
+            the largest, so this is a fault in the caller).
+    """
+    for size in batch_sizes:
+        if rows <= size:
+            if rows < 1:
+                raise ValueError(f"a batch needs at least one row, got {rows}")
+            return size
+    raise ValueError(f"{rows} rows are more than the largest compiled batch {batch_sizes[-1]}")

@@ -98,7 +98,15 @@ class TrainingHyperparameters:
     compile: bool = hp(
         True, "bool", "trace static-shape graphs into compiled/ and write manifest.json"
     )
-    batch_size: int = hp(8, "int", "static batch size of the compiled graphs", minimum=1)
+    batch_size: int = hp(8, "int", "largest batch size of the compiled graphs", minimum=1)
+    batch_sizes: tuple[int, ...] = hp(
+        (1, 2, 4, 8),
+        "int_list",
+        "the smaller batch sizes also compiled (those above batch_size are dropped): one more "
+        "graph per bucket each, so a lone request runs at batch 1",
+        minimum=1,
+        maximum=1024,
+    )
     sequence_lengths: tuple[int, ...] = hp(
         (32, 64, 128),
         "int_list",

@@ -55,7 +55,7 @@ def write_artifact(
     """Checkpoint + graphs compiled for ``backend_name`` + manifest, built in a staging dir
     next to /opt/ml/model."""
     from smneuron.artifact.backends import get_backend
-    from smneuron.artifact.build import compile_artifact
+    from smneuron.artifact.build import compile_artifact, plan_batch_sizes
 
     paths.base.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".model-staging-", dir=paths.base))
@@ -75,7 +75,7 @@ def write_artifact(
                 model,
                 task=hps.task,
                 labels=labels,
-                batch_size=hps.batch_size,
+                batch_sizes=plan_batch_sizes(hps.batch_size, hps.batch_sizes),
                 sequence_lengths=hps.sequence_lengths,
                 backend=backend,
                 cores_per_model=hps.cores_per_model,
@@ -93,6 +93,7 @@ def _compile_neuron_in_child(staging: Path, hps: TrainingHyperparameters, labels
     """Neuron: compile the saved checkpoint in a clean child (``smneuron.neuron.compile``)."""
     import os
 
+    from smneuron.artifact.build import plan_batch_sizes
     from smneuron.neuron.backend import NeuronBackend, artifact_compiler_args, with_target
     from smneuron.neuron.compile import compile_in_child
 
@@ -104,6 +105,7 @@ def _compile_neuron_in_child(staging: Path, hps: TrainingHyperparameters, labels
         os.environ,
         task=hps.task,
         batch_size=hps.batch_size,
+        batch_sizes=plan_batch_sizes(hps.batch_size, hps.batch_sizes),
         sequence_lengths=hps.sequence_lengths,
         compiler_args=args,
         cores_per_model=hps.cores_per_model,

@@ -53,6 +53,6 @@ def test_incompatible_artifact_is_refused(opt_ml):
     manifest.write_text(json.dumps(data))
     with pytest.raises(ArtifactError, match="torch 1.0.0"):
         load_compiled(opt_ml / "model", CpuBackend())
-    (opt_ml / "model" / "compiled" / "seq32.pt").unlink()
-    with pytest.raises(ArtifactError, match="seq32.pt"):
+    (opt_ml / "model" / "compiled" / "b2-seq32.pt").unlink()
+    with pytest.raises(ArtifactError, match="missing compiled/b2-seq32.pt"):
         load_compiled(opt_ml / "model", CpuBackend())
