@@ -77,3 +77,56 @@ def test_feature_extraction_graph_returns_unit_mean_pooled_embeddings(tmp_path):
 def test_unknown_backend_is_a_configuration_error():
     with pytest.raises(ConfigurationError, match="unknown backend 'tpu'"):
         get_backend("tpu")
+
+
+def test_one_graph_per_batch_size_and_bucket_each_matching_eager(tmp_path, classifier):
+    from smneuron.artifact.build import plan_batch_sizes
+
+    manifest = compile_artifact(
+        tmp_path,
+        classifier,
+        task="text-classification",
+        labels=["ham", "spam"],
+        batch_sizes=plan_batch_sizes(4),
+        sequence_lengths=[16, 8],
+        backend=CpuBackend(),
+    )
+    assert (manifest.batch_sizes, manifest.batch_size) == ((1, 2, 4), 4)
+    assert sorted(p.name for p in (tmp_path / "compiled").iterdir()) == sorted(
+        f"b{b}-seq{n}.pt" for b in (1, 2, 4) for n in (8, 16)
+    )
+    assert manifest.files["compiled"]["2x16"] == "compiled/b2-seq16.pt"
+    check_files(tmp_path, manifest)
+    for size, length in manifest.graphs():
+        graph = CpuBackend().load(manifest.graph_path(tmp_path, length, size))
+        ids, mask = batch(size, length, [length] + [2] * (size - 1))
+        with torch.no_grad():
+            expected = classifier(input_ids=ids, attention_mask=mask).logits
+            got = graph(ids, mask)
+        assert got.shape == (size, 2)
+        assert torch.max(torch.abs(got - expected)).item() <= 1e-4
+
+
+@pytest.mark.parametrize(
+    ("largest", "smaller", "planned"),
+    [
+        (8, (1, 2, 4, 8), (1, 2, 4, 8)),
+        (4, (1, 2, 4, 8), (1, 2, 4)),
+        (1, (1, 2, 4, 8), (1,)),
+        (6, (1, 2, 4, 8), (1, 2, 4, 6)),
+        (16, (1, 2, 4, 8), (1, 2, 4, 8, 16)),
+        (8, (8,), (8,)),
+        (8, (4, 1, 4), (1, 4, 8)),
+    ],
+)
+def test_planned_batch_sizes_are_capped_at_the_largest(largest, smaller, planned):
+    from smneuron.artifact.build import plan_batch_sizes
+
+    assert plan_batch_sizes(largest, smaller) == planned
+
+
+def test_a_batch_size_below_one_is_refused():
+    from smneuron.artifact.build import plan_batch_sizes
+
+    with pytest.raises(ConfigurationError, match="batch sizes must be ≥ 1"):
+        plan_batch_sizes(4, (0, 2))

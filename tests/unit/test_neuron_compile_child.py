@@ -46,6 +46,7 @@ def test_child_command_carries_exactly_the_flags_to_record(tmp_path):
         tmp_path / "ckpt",
         task="text-classification",
         batch_size=2,
+        batch_sizes=(1, 2),
         sequence_lengths=(16, 32),
         compiler_args=args,
     )
@@ -53,4 +54,5 @@ def test_child_command_carries_exactly_the_flags_to_record(tmp_path):
     flags = dict(zip(command[3::2], command[4::2], strict=False))
     assert shlex.split(flags["--compiler-args"]) == list(args)
     assert flags["--sequence-lengths"] == "16,32" and flags["--backend"] == "neuron"
+    assert (flags["--batch-size"], flags["--batch-sizes"]) == ("2", "1,2")
     assert command[-1] == "--cpu-backend"
