@@ -468,36 +468,6 @@ def worker_core_ranges(
     return [tuple(cores[i * cores_per_model : (i + 1) * cores_per_model]) for i in range(workers)]
 
 
-def cpu_workers(cpu_count: int, requested: int | None = None) -> int:
-    """CPU serving workers: what was asked for, else one (the dynamic batcher fills the cores)."""
-    if requested is not None:
-        if requested < 1:
-            raise ConfigurationError(f"{ENV.MODEL_SERVER_WORKERS} must be ≥ 1, got {requested}")
-        return requested
-    return 1
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (honours cgroup/affinity limits, not the host's count)."""
-    try:
-        count = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        count = os.cpu_count() or 1
-    quota = _cgroup_cpu_quota()
-    return max(1, min(count, quota) if quota else count)
-
-
-def _cgroup_cpu_quota() -> int | None:
-    try:
-        with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as handle:
-            quota, period = handle.read().split()
-        if quota == "max":
-            return None
-        return max(1, int(int(quota) / int(period)))
-    except (OSError, ValueError):
-        return None
-
-
 def worker_env(
     base: Mapping[str, str], cores: Sequence[int] | None, threads: int | None = None
 ) -> dict[str, str]:

@@ -40,6 +40,7 @@ class ENV:
     BATCH_STRATEGY = "SMNEURON_BATCH_STRATEGY"
     DEFAULT_ACCEPT = "SMNEURON_DEFAULT_ACCEPT"
     THREADS_PER_WORKER = "SMNEURON_THREADS_PER_WORKER"
+    TORCH_THREADS = "SMNEURON_TORCH_THREADS"
     MAX_BATCH_DELAY_MS = "SMNEURON_MAX_BATCH_DELAY_MS"
     OVERFLOW = "SMNEURON_OVERFLOW"
     JAVA_HOME = "JAVA_HOME"
@@ -203,7 +204,7 @@ VARIABLES: dict[str, Variable] = _variables(
     Variable(
         ENV.MODEL_SERVER_WORKERS, "int", None,
         "Worker processes. Neuron: at most visible NeuronCores ÷ `cores_per_model` (the "
-        "default); CPU: 1 by default.",
+        "default); CPU: 1 by default, at most the CPUs the container may use.",
         "serving", "serve", "2", shown_default="derived",
     ),
     Variable(
@@ -234,10 +235,18 @@ VARIABLES: dict[str, Variable] = _variables(
     Variable(
         ENV.THREADS_PER_WORKER, "int", None,
         "gunicorn stack: HTTP request threads per worker process (gthread); concurrent "
-        "requests of one worker meet in its dynamic batcher. Default: max(16, 4 × the "
-        "compiled batch size). The MMS stack does not use it. Torch intra-op threads on CPU "
-        "are not set here: they are the CPUs ÷ workers.",
+        "requests of one worker meet in its dynamic batcher. Default: max(8, 2 × the "
+        "largest compiled batch size). The MMS stack does not use it. Torch intra-op threads "
+        "are `SMNEURON_TORCH_THREADS`.",
         "serving", "serve (gunicorn)", "32", shown_default="derived",
+    ),
+    Variable(
+        ENV.TORCH_THREADS, "int", None,
+        "CPU backend: torch intra-op threads per worker (`torch.set_num_threads`, "
+        "`OMP_NUM_THREADS`). Default: the CPUs the container may use (cgroup quota and CPU "
+        "affinity, not the host's count) ÷ workers; workers × threads above those CPUs is "
+        "refused at start.",
+        "serving", "serve (cpu)", "2", minimum=1, shown_default="CPUs ÷ workers",
     ),
     Variable(
         ENV.MAX_BATCH_DELAY_MS, "float", 5.0,

@@ -110,6 +110,31 @@ def test_one_trace_per_bucket_with_static_shapes_and_compiler_args(
     check_compatible(manifest, "neuron", backend(dpkg_status).versions())
 
 
+def test_one_trace_per_batch_size_and_bucket_each_loadable(
+    tmp_path, classifier, fake_torch_neuronx, dpkg_status
+):
+    neuron = backend(dpkg_status)
+    manifest = compile_artifact(
+        tmp_path,
+        classifier,
+        task="text-classification",
+        labels=["ham", "spam"],
+        batch_sizes=(1, 2, 4),
+        sequence_lengths=[32, 16],
+        backend=neuron,
+        compiler_args=DEFAULT_COMPILER_ARGS,
+    )
+    traces = [call for call in fake_torch_neuronx.CALLS if call["call"] == "trace"]
+    pairs = [(b, n) for b in (1, 2, 4) for n in (16, 32)]
+    assert [call["shapes"] for call in traces] == [[[b, n], [b, n]] for b, n in pairs]
+    assert manifest.graphs() == pairs and manifest.batch_size == 4
+    check_files(tmp_path, manifest)
+    for batch, length in pairs:
+        graph = neuron.load(manifest.graph_path(tmp_path, length, batch))
+        ids = torch.randint(5, 120, (batch, length))
+        assert graph(ids, torch.ones_like(ids)).shape == (batch, 2)
+
+
 def test_loaded_graph_answers_like_the_eager_model(
     tmp_path, classifier, fake_torch_neuronx, dpkg_status
 ):

@@ -45,7 +45,6 @@ class Run:
     computed_tokens: int = 0
 
 
-
 @dataclass(frozen=True)
 class BatchResult:
     """One item's output, with how long it queued and the batch it ran in.
@@ -90,7 +89,7 @@ class DynamicBatcher:
 
     def __init__(
         self,
-        run_batch: Callable[[Any, list[Any]], Sequence[Any]],
+        run_batch: Callable[[Any, list[Any]], Sequence[Any] | Run],
         max_batch: int,
         max_delay_s: float,
         name: str = "batcher",
@@ -296,9 +295,8 @@ class DynamicBatcher:
             started = time.monotonic()
             try:
                 try:
-                    run = self._run_batch(key, [pending.item for pending in taken])
-                    if not isinstance(run, Run):
-                        run = Run(list(run), len(taken))
+                    returned = self._run_batch(key, [pending.item for pending in taken])
+                    run = returned if isinstance(returned, Run) else Run(returned, len(taken))
                     outputs = list(run.outputs)
                     if len(outputs) != len(taken):
                         raise RuntimeError(

@@ -1,22 +1,94 @@
-"""Worker layout for ``serve``: how many workers, which NeuronCores each, how many threads."""
+"""Worker layout for ``serve``: how many workers, which NeuronCores each, how many threads.
+
+Every number is decided here, once, in ``serve`` (the stacks and workers read the ``Layout``):
+
+- Neuron: workers = visible NeuronCores ÷ cores per model; torch's CPU threads are left alone
+  (the NeuronCores do the work).
+- CPU (``cpu_plan``): from the CPUs the container really has (``smneuron.cpus``: cgroup quota
+  and affinity), workers × torch intra-op threads never exceed them.
+- HTTP threads per worker on both: enough waiting requests to fill the largest compiled batch
+  while the previous one runs.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from smneuron.accelerator import (
-    available_cpus,
-    cpu_workers,
-    detect_neuron,
-    worker_core_ranges,
-)
+from smneuron.accelerator import detect_neuron, worker_core_ranges
 from smneuron.artifact.manifest import Manifest
-from smneuron.errors import AcceleratorError
+from smneuron.cpus import available_cpus
+from smneuron.env import ENV
+from smneuron.errors import AcceleratorError, ConfigurationError
 from smneuron.serving.runtime import Layout
 from smneuron.serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
+
+MIN_HTTP_THREADS = 8
+
+
+@dataclass(frozen=True)
+class CpuPlan:
+    """CPU serving: worker processes, torch intra-op threads and HTTP threads per worker."""
+
+    workers: int
+    torch_threads: int
+    http_threads: int
+
+
+def http_threads(max_batch: int, requested: int | None = None) -> int:
+    """Request threads per worker: ``requested``, else ``max(8, 2 × max_batch)``.
+
+    They mostly wait on the batcher (the forward runs on its thread), so they cost no CPU
+    while waiting; two full batches of them let one batch fill while the other runs.
+    """
+    if requested is not None:
+        return requested
+    return max(MIN_HTTP_THREADS, 2 * max_batch)
+
+
+def cpu_plan(
+    cpus: int,
+    *,
+    workers: int | None = None,
+    torch_threads: int | None = None,
+    threads_per_worker: int | None = None,
+    max_batch: int = 1,
+) -> CpuPlan:
+    """Workers and threads on ``cpus`` CPUs so that workers × torch threads ≤ ``cpus``.
+
+    Defaults: 1 worker (its dynamic batcher fills the cores with one batched forward at a
+    time, and one copy of the model), torch threads = ``cpus`` ÷ workers, HTTP threads from
+    ``http_threads``. Asked-for values are kept, but a layout that needs more CPUs than there
+    are is refused with the numbers (threads above the quota are throttled, not run).
+
+    Raises:
+        ConfigurationError: a value below 1, or workers × torch threads above ``cpus``.
+    """
+    for name, value in (
+        (ENV.MODEL_SERVER_WORKERS, workers),
+        (ENV.TORCH_THREADS, torch_threads),
+        (ENV.THREADS_PER_WORKER, threads_per_worker),
+    ):
+        if value is not None and value < 1:
+            raise ConfigurationError(f"{name} must be ≥ 1, got {value}")
+    count = workers or 1
+    if count > cpus:
+        raise ConfigurationError(
+            f"{ENV.MODEL_SERVER_WORKERS}={count} workers need at least {count} CPUs, but this "
+            f"container may use {cpus} (cgroup CPU quota and affinity); lower it to at most "
+            f"{cpus}, or give the container more CPUs"
+        )
+    threads = torch_threads or max(1, cpus // count)
+    if count * threads > cpus:
+        raise ConfigurationError(
+            f"{count} worker(s) × {ENV.TORCH_THREADS}={threads} need {count * threads} CPUs, "
+            f"but this container may use {cpus}; lower {ENV.TORCH_THREADS} to at most "
+            f"{max(1, cpus // count)}, or unset it"
+        )
+    return CpuPlan(count, threads, http_threads(max_batch, threads_per_worker))
 
 
 def plan_layout(
@@ -27,13 +99,13 @@ def plan_layout(
     visible_cores: Sequence[int] | None = None,
     cpus: int | None = None,
 ) -> Layout:
-    """Workers = visible NeuronCores ÷ cores per model on Neuron; from settings on CPU.
+    """Workers = visible NeuronCores ÷ cores per model on Neuron; ``cpu_plan`` on CPU.
 
     Raises:
         AcceleratorError: more workers asked for than the cores allow, or no core visible.
+        ConfigurationError: a CPU layout that needs more CPUs than the container has.
     """
     batch = manifest.batch_size if manifest else 1
-    threads = settings.threads_per_worker or max(16, 4 * batch)
     if backend == "neuron":
         instance = None
         if visible_cores is None:
@@ -47,7 +119,13 @@ def plan_layout(
             instance = inventory.instance_type
         per_model = manifest.cores_per_model if manifest else 1
         ranges = worker_core_ranges(visible_cores, per_model, settings.workers, instance=instance)
+        threads = http_threads(batch, settings.threads_per_worker)
         return Layout(backend, len(ranges), tuple(ranges), threads, None)
-    cpus = cpus or available_cpus()
-    workers = cpu_workers(cpus, settings.workers)
-    return Layout(backend, workers, (), threads, max(1, cpus // workers))
+    plan = cpu_plan(
+        cpus or available_cpus(),
+        workers=settings.workers,
+        torch_threads=settings.torch_threads,
+        threads_per_worker=settings.threads_per_worker,
+        max_batch=batch,
+    )
+    return Layout(backend, plan.workers, (), plan.http_threads, plan.torch_threads)

@@ -26,6 +26,7 @@ class ServingSettings:
     max_payload_mb: int = 6
     workers: int | None = None  # None: derive from the accelerator
     threads_per_worker: int | None = None
+    torch_threads: int | None = None  # None: the CPUs ÷ workers
     model_server_timeout: int = 60
     max_concurrent_transforms: int | None = None
     batch_strategy: str = "MULTI_RECORD"
@@ -84,6 +85,7 @@ class ServingSettings:
             max_payload_mb=value(ENV.MAX_PAYLOAD_IN_MB),
             workers=value(ENV.MODEL_SERVER_WORKERS),
             threads_per_worker=value(ENV.THREADS_PER_WORKER),
+            torch_threads=value(ENV.TORCH_THREADS),
             model_server_timeout=value(ENV.MODEL_SERVER_TIMEOUT),
             max_concurrent_transforms=value(ENV.MAX_CONCURRENT_TRANSFORMS),
             batch_strategy=value(ENV.BATCH_STRATEGY),

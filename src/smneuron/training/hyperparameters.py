@@ -110,7 +110,7 @@ class TrainingHyperparameters:
     sequence_lengths: tuple[int, ...] = hp(
         (32, 64, 128),
         "int_list",
-        "sequence-length buckets: one compiled graph each",
+        "sequence-length buckets: one compiled graph each per batch size",
         minimum=1,
         maximum=8192,
     )

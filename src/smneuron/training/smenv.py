@@ -8,7 +8,6 @@ string value as it is, anything else compact JSON with sorted keys; hyperparamet
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,10 +47,9 @@ def env_value(value: Any) -> str:
 
 def num_cpus() -> int:
     """CPUs this process may use (the container's limit, not the host's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    from smneuron.cpus import available_cpus
+
+    return available_cpus()
 
 
 def training_env(
