@@ -29,6 +29,7 @@ IN_IMAGE = (
     "smneuron.job",
     "smneuron.versions",
     "smneuron.accelerator",
+    "smneuron.cpus",
     "smneuron.dockerentry",
     "smneuron.artifact",
     "smneuron.neuron",
