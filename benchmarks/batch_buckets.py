@@ -9,6 +9,7 @@ minute on 2 CPUs (``--requests`` bounds the work, ``--tiny`` uses a 2-layer rand
 
     python benchmarks/batch_buckets.py
     python benchmarks/batch_buckets.py --tiny --requests 200
+    python benchmarks/batch_buckets.py --threads 1      # against serve's default threads
 """
 
 from __future__ import annotations
@@ -123,12 +124,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=80, help="per configuration and level")
     parser.add_argument("--tiny", action="store_true", help="a 2-layer random model")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: serve's, the CPUs)"
+    )
     args = parser.parse_args()
     import torch
 
     from smneuron.cpus import available_cpus
 
-    torch.set_num_threads(available_cpus())
+    torch.set_num_threads(args.threads or available_cpus())
     print(f"torch threads: {torch.get_num_threads()}, buckets {list(BUCKETS)}")
     with tempfile.TemporaryDirectory(prefix="smneuron-bench-buckets-") as scratch:
         root = Path(scratch)
