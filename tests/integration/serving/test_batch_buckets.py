@@ -116,9 +116,7 @@ def test_the_manifest_lists_every_batch_size(bucketed_dir):
     assert len(list((bucketed_dir / "compiled").glob("*.pt"))) == len(SIZES) * len(BUCKETS)
 
 
-def test_a_single_request_runs_on_the_batch_1_graph_with_the_batch_8_answer(
-    server, bucketed_dir
-):
+def test_a_single_request_runs_on_the_batch_1_graph_with_the_batch_8_answer(server, bucketed_dir):
     text = "congratulations, you won a free cruise"
     reply, logged = post_and_log(server, {"inputs": text})
     assert reply.status_code == 200, reply.text
