@@ -96,6 +96,16 @@ def test_cpu_compile_produces_a_servable_artifact(checkpoint, tmp_path, capsys):
     assert torch.allclose(got, expected, atol=1e-4)
 
 
+def test_cpu_compile_takes_the_batch_sizes_flag(checkpoint, tmp_path):
+    out = tmp_path / "bucketed"
+    argv = ["compile", "--checkpoint", str(checkpoint), "--output", str(out), "--backend", "cpu"]
+    flags = ["--batch-size", "4", "--batch-sizes", "1,8", "--sequence-lengths", "16"]
+    assert cli.main(argv + flags) == 0
+    manifest = read_manifest(out)
+    assert manifest.batch_sizes == (1, 4)  # 8 is above --batch-size: dropped
+    assert sorted(p.name for p in (out / "compiled").iterdir()) == ["b1-seq16.pt", "b4-seq16.pt"]
+
+
 def test_neuron_compile_traces_each_batch_size_and_bucket_with_the_compiler_args(
     checkpoint, tmp_path, fake_torch_neuronx
 ):
