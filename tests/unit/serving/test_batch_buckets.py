@@ -161,3 +161,24 @@ def test_three_texts_run_at_batch_4_and_nine_as_8_plus_1(served):
     real += sum(sum(mask) for _, (_, mask) in served.encode([f"text {i}" for i in range(9)]))
     assert stats["real_tokens"] == real
     assert stats["padded_tokens"] == (4 + 8 + 1) * 16 - real
+
+
+def test_the_stats_are_logged_as_one_line_with_the_padding(monkeypatch, caplog):
+    import logging
+
+    monkeypatch.setattr("smneuron.serving.batcher.STATS_LOG_INTERVAL_S", 0.0)
+    batcher = DynamicBatcher(padded_runner(16), max_batch=8, max_delay_s=0.01)
+    try:
+        with caplog.at_level(logging.INFO, logger="smneuron.serving.batcher"):
+            batcher.wait(batcher.submit_many([("seq16", 5)] * 3), None)
+            batcher.close()  # the line is written after the run, on the batcher thread
+    finally:
+        batcher.close()
+    lines = [r for r in caplog.records if r.getMessage() == "batcher stats"]
+    assert lines, [r.getMessage() for r in caplog.records]
+    logged = lines[-1].batcher
+    assert (logged["graph_batches"], logged["padded_rows"], logged["real_tokens"]) == (
+        {4: 1},
+        1,
+        15,
+    )
