@@ -92,7 +92,7 @@ def test_cpu_compile_produces_a_servable_artifact(checkpoint, tmp_path, capsys):
     model = transformers.AutoModelForSequenceClassification.from_pretrained(str(checkpoint))
     with torch.no_grad():
         expected = model(**batch).logits
-        got = graph(batch["input_ids"], batch["attention_mask"])
+        got = graph(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     assert torch.allclose(got, expected, atol=1e-4)
 
 
@@ -139,7 +139,7 @@ def test_neuron_compile_defaults_to_bf16_matmult_autocast(checkpoint, tmp_path, 
     # No Neuron device here: the CPU backend, for the default target inf2, recorded as such.
     expected = ["--auto-cast", "matmult", "--auto-cast-type", "bf16", "--target", "inf2"]
     assert trace["compiler_args"] == expected and trace["cpu_backend"] is True
-    assert trace["shapes"] == [[1, 16], [1, 16]]
+    assert trace["shapes"] == [[1, 16]] * 3  # ids, mask, token types
     assert list(manifest.compiler_args) == expected and manifest.target == "inf2"
 
 

@@ -88,12 +88,14 @@ def test_one_trace_per_bucket_with_static_shapes_and_compiler_args(
         compiler_args=DEFAULT_COMPILER_ARGS,
     )
     traces = [call for call in fake_torch_neuronx.CALLS if call["call"] == "trace"]
+    # input_ids, attention_mask, token_type_ids (a BERT classifier takes text pairs)
     assert [call["shapes"] for call in traces] == [
-        [[4, 32], [4, 32]],
-        [[4, 64], [4, 64]],
-        [[4, 128], [4, 128]],
+        [[4, 32]] * 3,
+        [[4, 64]] * 3,
+        [[4, 128]] * 3,
     ]
-    assert all(call["dtypes"] == ["torch.int64", "torch.int64"] for call in traces)
+    assert manifest.input_names == ("input_ids", "attention_mask", "token_type_ids")
+    assert all(call["dtypes"] == ["torch.int64"] * 3 for call in traces)
     assert all(
         call["compiler_args"] == ["--auto-cast", "matmult", "--auto-cast-type", "bf16"]
         for call in traces
@@ -128,9 +130,11 @@ def test_loaded_graph_answers_like_the_eager_model(
     assert "torch_neuronx" in sys.modules
     ids = torch.randint(5, 120, (2, 16))
     mask = torch.ones_like(ids)
+    types = torch.zeros_like(ids)
+    types[:, 8:] = 1  # a text pair's second segment
     with torch.no_grad():
-        expected = classifier(input_ids=ids, attention_mask=mask).logits
-        assert torch.allclose(graph(ids, mask), expected, atol=1e-4)
+        expected = classifier(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+        assert torch.allclose(graph(ids, mask, types), expected, atol=1e-4)
 
 
 def test_compiler_workdir_and_async_load_reach_the_api(
