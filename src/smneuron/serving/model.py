@@ -82,6 +82,11 @@ class CompiledModel:
         self.graphs = dict(graphs)
         self.overflow = overflow
         self.task = task_for(manifest.task)
+        if self.task.offsets and not getattr(tokenizer, "is_fast", False):
+            raise ArtifactError(
+                f"{manifest.task} needs a fast tokenizer (character offsets); the artifact's "
+                "tokenizer is a slow one: save the checkpoint with its tokenizer.json"
+            )
         self.head = Head(manifest.labels, (config or {}).get("problem_type"), tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.batcher = DynamicBatcher(

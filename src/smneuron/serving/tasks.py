@@ -177,6 +177,30 @@ def feature_extraction(row: Sequence[float], item: Item, head: Head, options: Op
     return [float(value) for value in row]
 
 
+# --------------------------------------------------------------------------------------------
+# token-classification (the aggregation itself: smneuron.serving.entities)
+
+
+def read_token_classification(parameters: Mapping[str, Any], head: Head) -> Options:
+    from smneuron.serving import entities
+
+    return entities.read_options(parameters)
+
+
+def token_classification(
+    rows: Sequence[Sequence[float]], item: Item, head: Head, options: Options
+) -> Any:
+    """Tokens or entities with their character spans in the text (``aggregation_strategy``)."""
+    from smneuron.serving import entities
+
+    if item.offsets is None or item.special is None:
+        raise ArtifactError("token-classification needs the tokenizer's offsets (a fast tokenizer)")
+    tokens = entities.tokens_of(
+        rows, item.ids, item.offsets, item.special, item.text, head.tokenizer
+    )
+    return entities.entities(tokens, options, head.label, head.tokenizer)
+
+
 TASKS: dict[str, Task] = {
     "text-classification": Task(
         "text-classification",
@@ -184,6 +208,12 @@ TASKS: dict[str, Task] = {
         text_classification,
         classification_lone,
         pairs=True,
+    ),
+    "token-classification": Task(
+        "token-classification",
+        read_token_classification,
+        token_classification,
+        offsets=True,
     ),
     "feature-extraction": Task(
         "feature-extraction", read_nothing, feature_extraction, lambda answer, _d, _o: [answer]
