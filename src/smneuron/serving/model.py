@@ -148,7 +148,8 @@ class CompiledModel:
         # keeps the tokens that survive truncation and bounds the tokenizer's work.
         return [text[: limits.max_text_chars] for text in texts]
 
-    def _tokenize(self, text: str, pair: str | None, max_length: int | None) -> Any:
+    def _tokenize(self, text: Any, pair: Any, max_length: int | None) -> Any:
+        """The tokenizer's encoding of a text (and pair), or of lists of them."""
         options: dict[str, Any] = {"add_special_tokens": True}
         if max_length is None:
             options["truncation"] = False
@@ -170,11 +171,17 @@ class CompiledModel:
             pairs = [
                 cut if pair is not None else None for cut, pair in zip(kept, pairs, strict=True)
             ]
+        if pairs is None or all(pair is not None for pair in pairs):
+            batch = self._tokenize(texts, pairs, None)  # one tokenizer call for the request
+            encodings = [{key: batch[key][i] for key in batch} for i in range(len(texts))]
+        else:  # some inputs are pairs, some single texts
+            encodings = [
+                self._tokenize(text, pair, None) for text, pair in zip(texts, pairs, strict=True)
+            ]
         largest = self.manifest.sequence_lengths[-1]
         rows = []
-        for index, text in enumerate(texts):
+        for index, (text, encoded) in enumerate(zip(texts, encodings, strict=True)):
             pair = pairs[index] if pairs is not None else None
-            encoded = self._tokenize(text, pair, None)
             bucket = choose_bucket(
                 len(encoded["input_ids"]), self.manifest.sequence_lengths, self.overflow
             )
