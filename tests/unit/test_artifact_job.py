@@ -252,3 +252,17 @@ def test_task_comes_from_the_architecture():
         "b",
         "k",
     )
+
+
+def test_a_token_classification_checkpoint_compiles_to_per_token_logits(tmp_path):
+    labels = ("O", "B-PER", "I-PER")
+    checkpoint = save_tiny_model(tmp_path / "ner", "token-classification", labels)
+    out = tmp_path / "artifact"
+    assert cli.main(["compile", "--checkpoint", str(checkpoint), "--output", str(out)]) == 0
+    manifest = read_manifest(out)
+    assert manifest.task == "token-classification"  # from BertForTokenClassification
+    assert manifest.labels == labels
+    assert manifest.input_names == ("input_ids", "attention_mask")
+    graph = CpuBackend().load(manifest.graph_path(out, 32))
+    ids = torch.ones((1, 32), dtype=torch.long)
+    assert tuple(graph(ids, torch.ones_like(ids)).shape) == (1, 32, len(labels))

@@ -274,7 +274,7 @@ def encode_csv(result: Any) -> bytes:
     quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
     for record in records:
         if isinstance(record, dict):
-            row = [record.get("label"), record.get("score")]
+            row = list(_label_score(record))
         elif isinstance(record, list) and record and isinstance(record[0], dict):
             row = [value for entry in record for value in _label_score(entry)]
         elif isinstance(record, list):
@@ -288,6 +288,11 @@ def encode_csv(result: Any) -> bytes:
 
 def _label_score(entry: Any) -> tuple[Any, Any]:
     if isinstance(entry, dict):
+        if "label" not in entry:  # e.g. token-classification entities: not a flat row
+            raise NotAcceptable(
+                "text/csv carries label,score rows and numbers; this task's answer is "
+                "nested: ask for application/json or application/jsonlines"
+            )
         return entry.get("label"), entry.get("score")
     return entry, ""
 

@@ -98,7 +98,9 @@ def read_top_k(parameters: Mapping[str, Any]) -> Any:
 # text-classification
 
 FUNCTIONS = ("sigmoid", "softmax", "none")
-CLASSIFICATION_PARAMETERS = ("top_k", "function_to_apply")
+# truncation: a tokenizer argument the pipeline passes on; accepted for clients of the Hugging
+# Face toolkit, while texts above the largest bucket follow SMNEURON_OVERFLOW either way.
+CLASSIFICATION_PARAMETERS = ("top_k", "function_to_apply", "truncation")
 
 
 def default_function(head: Head) -> str:
@@ -122,6 +124,8 @@ def read_classification(parameters: Mapping[str, Any], head: Head) -> Options:
         raise ClientError(
             f'"function_to_apply" must be one of {", ".join(FUNCTIONS)}, got {function!r}'
         )
+    if not isinstance(parameters.get("truncation", True), bool):
+        raise ClientError(f'"truncation" must be true or false, got {parameters["truncation"]!r}')
     return {"top_k": read_top_k(parameters), "function": function.lower()}
 
 

@@ -37,6 +37,7 @@ REQUESTS = [
     (["see you at lunch", "claim"], {"function_to_apply": "none", "top_k": 2}),
     ({"text": "a", "text_pair": "b"}, {"function_to_apply": "SOFTMAX"}),
     ("win " * 100, {}),  # longer than the largest bucket: both truncate (to 64 and 128)
+    (["a plain text", "win " * 100], {"truncation": True, "top_k": 1}),
 ]
 
 # (labels, problem_type): softmax by default; sigmoid by default for multi-label.
@@ -132,14 +133,15 @@ def refused(handler, body: bytes) -> tuple[int, str]:
 def test_served_answers_equal_the_pipeline(served, inputs, parameters):
     handler, pipe = served
     # The pipeline truncates only when told; the server truncates to its largest bucket.
-    want = pipe(inputs, **parameters, truncation=True, max_length=64)
+    want = pipe(inputs, **{"truncation": True, **parameters}, max_length=64)
     assert_same(served_answer(handler, inputs, parameters), want)
 
 
 @pytest.mark.parametrize(
     "parameters, words",
     [
-        ({"topk": 2}, ["topk", "top_k, function_to_apply"]),
+        ({"topk": 2}, ["topk", "top_k, function_to_apply, truncation"]),
+        ({"truncation": "yes"}, ["truncation"]),
         ({"function_to_apply": "tanh"}, ["sigmoid, softmax, none"]),
         ({"top_k": 0}, ["top_k"]),
         ({"top_k": "2"}, ["top_k"]),

@@ -128,3 +128,15 @@ def test_bad_requests_are_400s_that_say_what_is_expected(served, payload, words)
         handler.invoke(json.dumps(payload).encode(), "application/json", None)
     assert caught.value.status_code == 400
     assert all(word in str(caught.value) for word in words), str(caught.value)
+
+
+def test_jsonlines_carries_one_answer_per_line_and_csv_is_a_406(served):
+    from smneuron.errors import NotAcceptable
+
+    handler, model, tokenizer = served
+    body = json.dumps({"inputs": TEXTS[:2], "parameters": {"ignore_labels": []}}).encode()
+    response = handler.invoke(body, "application/json", "application/jsonlines")
+    lines = [json.loads(line) for line in response.body.decode().splitlines()]
+    assert len(lines) == 2 and all(isinstance(line, list) and line for line in lines)
+    with pytest.raises(NotAcceptable, match="application/json"):
+        handler.invoke(body, "application/json", "text/csv")
