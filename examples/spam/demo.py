@@ -76,8 +76,9 @@ def compiled_vs_eager(model_dir: Path, texts: list[str]) -> tuple[float, float]:
             batch, padding="max_length", truncation=True, max_length=length, return_tensors="pt"
         )
         with torch.no_grad():
-            compiled = graph(enc["input_ids"], enc["attention_mask"])
-            eager = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+            inputs = {name: enc[name] for name in manifest.input_names}  # + token_type_ids
+            compiled = graph(*inputs.values())
+            eager = model(**inputs).logits
         worst = max(worst, float((compiled - eager).abs().max()))
         same += int((compiled.argmax(-1) == eager.argmax(-1)).sum())
         total += len(batch)

@@ -116,7 +116,7 @@ def test_compiled_graphs_match_the_trained_eager_model(trained):
             texts, padding="max_length", truncation=True, max_length=length, return_tensors="pt"
         )
         with torch.no_grad():
-            compiled = graph(enc["input_ids"], enc["attention_mask"])
+            compiled = graph(*(enc[name] for name in manifest.input_names))
             eager = model(**enc).logits
         assert compiled.shape == (2, 2)
         assert float((compiled - eager).abs().max()) <= 1e-4

@@ -45,9 +45,11 @@ def test_classifier_graphs_match_eager_model(tmp_path, classifier):
     for length in manifest.sequence_lengths:
         graph = backend.load(manifest.graph_path(tmp_path, length))
         ids, mask = batch(2, length, [length, 3])
+        types = torch.zeros_like(ids)
+        types[0, length // 2 :] = 1  # the first row is a text pair
         with torch.no_grad():
-            expected = classifier(input_ids=ids, attention_mask=mask).logits
-            got = graph(ids, mask)
+            expected = classifier(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+            got = graph(ids, mask, types)
         assert got.shape == (2, 2)
         assert torch.max(torch.abs(got - expected)).item() <= 1e-4
 
@@ -100,9 +102,10 @@ def test_one_graph_per_batch_size_and_bucket_each_matching_eager(tmp_path, class
     for size, length in manifest.graphs():
         graph = CpuBackend().load(manifest.graph_path(tmp_path, length, size))
         ids, mask = batch(size, length, [length] + [2] * (size - 1))
+        types = torch.zeros_like(ids)  # BERT-style: the graph takes token types too
         with torch.no_grad():
             expected = classifier(input_ids=ids, attention_mask=mask).logits
-            got = graph(ids, mask)
+            got = graph(ids, mask, types)
         assert got.shape == (size, 2)
         assert torch.max(torch.abs(got - expected)).item() <= 1e-4
 

@@ -92,7 +92,7 @@ def test_cpu_compile_produces_a_servable_artifact(checkpoint, tmp_path, capsys):
     model = transformers.AutoModelForSequenceClassification.from_pretrained(str(checkpoint))
     with torch.no_grad():
         expected = model(**batch).logits
-        got = graph(batch["input_ids"], batch["attention_mask"])
+        got = graph(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     assert torch.allclose(got, expected, atol=1e-4)
 
 
@@ -153,7 +153,7 @@ def test_neuron_compile_defaults_to_bf16_matmult_autocast(checkpoint, tmp_path, 
     # No Neuron device here: the CPU backend, for the default target inf2, recorded as such.
     expected = ["--auto-cast", "matmult", "--auto-cast-type", "bf16", "--target", "inf2"]
     assert trace["compiler_args"] == expected and trace["cpu_backend"] is True
-    assert trace["shapes"] == [[1, 16], [1, 16]]
+    assert trace["shapes"] == [[1, 16]] * 3  # ids, mask, token types
     assert list(manifest.compiler_args) == expected and manifest.target == "inf2"
 
 
@@ -268,3 +268,17 @@ def test_task_comes_from_the_architecture():
         "b",
         "k",
     )
+
+
+def test_a_token_classification_checkpoint_compiles_to_per_token_logits(tmp_path):
+    labels = ("O", "B-PER", "I-PER")
+    checkpoint = save_tiny_model(tmp_path / "ner", "token-classification", labels)
+    out = tmp_path / "artifact"
+    assert cli.main(["compile", "--checkpoint", str(checkpoint), "--output", str(out)]) == 0
+    manifest = read_manifest(out)
+    assert manifest.task == "token-classification"  # from BertForTokenClassification
+    assert manifest.labels == labels
+    assert manifest.input_names == ("input_ids", "attention_mask")
+    graph = CpuBackend().load(manifest.graph_path(out, 32))
+    ids = torch.ones((1, 32), dtype=torch.long)
+    assert tuple(graph(ids, torch.ones_like(ids)).shape) == (1, 32, len(labels))

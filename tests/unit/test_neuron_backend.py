@@ -88,12 +88,14 @@ def test_one_trace_per_bucket_with_static_shapes_and_compiler_args(
         compiler_args=DEFAULT_COMPILER_ARGS,
     )
     traces = [call for call in fake_torch_neuronx.CALLS if call["call"] == "trace"]
+    # input_ids, attention_mask, token_type_ids (a BERT classifier takes text pairs)
     assert [call["shapes"] for call in traces] == [
-        [[4, 32], [4, 32]],
-        [[4, 64], [4, 64]],
-        [[4, 128], [4, 128]],
+        [[4, 32]] * 3,
+        [[4, 64]] * 3,
+        [[4, 128]] * 3,
     ]
-    assert all(call["dtypes"] == ["torch.int64", "torch.int64"] for call in traces)
+    assert manifest.input_names == ("input_ids", "attention_mask", "token_type_ids")
+    assert all(call["dtypes"] == ["torch.int64"] * 3 for call in traces)
     assert all(
         call["compiler_args"] == ["--auto-cast", "matmult", "--auto-cast-type", "bf16"]
         for call in traces
@@ -126,13 +128,14 @@ def test_one_trace_per_batch_size_and_bucket_each_loadable(
     )
     traces = [call for call in fake_torch_neuronx.CALLS if call["call"] == "trace"]
     pairs = [(b, n) for b in (1, 2, 4) for n in (16, 32)]
-    assert [call["shapes"] for call in traces] == [[[b, n], [b, n]] for b, n in pairs]
+    # ids, mask and token types (the tiny BERT has segment embeddings) per (batch, bucket)
+    assert [call["shapes"] for call in traces] == [[[b, n]] * 3 for b, n in pairs]
     assert manifest.graphs() == pairs and manifest.batch_size == 4
     check_files(tmp_path, manifest)
     for batch, length in pairs:
         graph = neuron.load(manifest.graph_path(tmp_path, length, batch))
         ids = torch.randint(5, 120, (batch, length))
-        assert graph(ids, torch.ones_like(ids)).shape == (batch, 2)
+        assert graph(ids, torch.ones_like(ids), torch.zeros_like(ids)).shape == (batch, 2)
 
 
 def test_loaded_graph_answers_like_the_eager_model(
@@ -153,9 +156,11 @@ def test_loaded_graph_answers_like_the_eager_model(
     assert "torch_neuronx" in sys.modules
     ids = torch.randint(5, 120, (2, 16))
     mask = torch.ones_like(ids)
+    types = torch.zeros_like(ids)
+    types[:, 8:] = 1  # a text pair's second segment
     with torch.no_grad():
-        expected = classifier(input_ids=ids, attention_mask=mask).logits
-        assert torch.allclose(graph(ids, mask), expected, atol=1e-4)
+        expected = classifier(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+        assert torch.allclose(graph(ids, mask, types), expected, atol=1e-4)
 
 
 def test_compiler_workdir_and_async_load_reach_the_api(

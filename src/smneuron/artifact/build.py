@@ -43,11 +43,30 @@ def plan_batch_sizes(
     return tuple(sorted({size for size in sizes if size <= batch_size}))
 
 
-def traceable(model: torch.nn.Module, task: str, pooling: str | None = None) -> torch.nn.Module:
-    """Wrap a Hugging Face model so that ``forward(input_ids, attention_mask)`` returns a tensor.
+# Tasks whose graph also takes token_type_ids when the model has segment embeddings: a text
+# pair ({"text", "text_pair"}) marks its second text with type 1, as the tokenizer does.
+SEGMENT_TASKS = ("text-classification",)
+BASE_INPUTS = ("input_ids", "attention_mask")
 
-    Classification tasks return logits; feature extraction returns pooled, L2-normalised
-    embeddings (pooling inside the graph, so the server does no per-token work).
+
+def graph_input_names(model: torch.nn.Module, task: str) -> tuple[str, ...]:
+    """The graph's inputs in call order: ids and mask, plus token_type_ids where they count."""
+    import inspect
+
+    if task not in SEGMENT_TASKS:
+        return BASE_INPUTS
+    accepts = "token_type_ids" in inspect.signature(model.forward).parameters
+    segments = getattr(getattr(model, "config", None), "type_vocab_size", 0) or 0
+    return (*BASE_INPUTS, "token_type_ids") if accepts and segments > 1 else BASE_INPUTS
+
+
+def traceable(model: torch.nn.Module, task: str, pooling: str | None = None) -> torch.nn.Module:
+    """Wrap a Hugging Face model so that ``forward(input_ids, attention_mask[, token_type_ids])``
+    returns a tensor.
+
+    Classification tasks return logits (per token for token classification); feature
+    extraction returns pooled, L2-normalised embeddings (pooling inside the graph, so the
+    server does no per-token work).
     """
     import torch
 
@@ -56,9 +75,15 @@ def traceable(model: torch.nn.Module, task: str, pooling: str | None = None) -> 
             super().__init__()
             self.inner = inner
 
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        def forward(
+            self,
+            input_ids: torch.Tensor,
+            attention_mask: torch.Tensor,
+            token_type_ids: torch.Tensor | None = None,
+        ) -> torch.Tensor:
+            extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
             return self.inner(
-                input_ids=input_ids, attention_mask=attention_mask, return_dict=False
+                input_ids=input_ids, attention_mask=attention_mask, return_dict=False, **extra
             )[0]
 
     class _Pooled(torch.nn.Module):
@@ -84,12 +109,19 @@ def traceable(model: torch.nn.Module, task: str, pooling: str | None = None) -> 
     return _Logits(model).eval()
 
 
-def example_inputs(batch_size: int, sequence_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+def example_inputs(
+    batch_size: int, sequence_length: int, names: Sequence[str] = BASE_INPUTS
+) -> tuple[torch.Tensor, ...]:
+    """One example tensor per graph input: ones for ids and mask, zeros for token types."""
     import torch
 
-    ids = torch.ones((batch_size, sequence_length), dtype=torch.long)
-    mask = torch.ones((batch_size, sequence_length), dtype=torch.long)
-    return ids, mask
+    shape = (batch_size, sequence_length)
+    return tuple(
+        torch.zeros(shape, dtype=torch.long)
+        if name == "token_type_ids"
+        else torch.ones(shape, dtype=torch.long)
+        for name in names
+    )
 
 
 def compile_artifact(
@@ -118,12 +150,15 @@ def compile_artifact(
     sizes = tuple(sorted({int(size) for size in batch_sizes}))
     lengths = tuple(sorted(set(int(n) for n in sequence_lengths)))
     wrapper = traceable(model, task, pooling)
+    names = graph_input_names(model, task)
     files = {}
     total = time.monotonic()
     for batch in sizes:
         for length in lengths:
             started = time.monotonic()
-            graph = backend.trace(wrapper, example_inputs(batch, length), compiler_args)
+            graph = backend.trace(
+                wrapper, example_inputs(batch, length, names), compiler_args
+            )
             relative = compiled_name(length, batch)
             backend.save(graph, model_dir / relative)
             files[graph_key(batch, length)] = relative
@@ -148,6 +183,7 @@ def compile_artifact(
         batch_sizes=sizes,
         sequence_lengths=lengths,
         labels=tuple(labels),
+        input_names=names,
         cores_per_model=cores_per_model,
         versions=backend.versions(),
         files={"compiled": files},

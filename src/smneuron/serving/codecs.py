@@ -20,10 +20,19 @@ NPY = "application/x-npy"
 
 @dataclass
 class Inputs:
-    """A decoded request: the texts to run and the optional ``parameters`` (e.g. top_k)."""
+    """A decoded request: the texts to run and the optional ``parameters`` (e.g. top_k).
+
+    Attributes:
+        pairs: the second text of each input (``{"text", "text_pair"}``), ``None`` where an
+            input has none; ``None`` when no input was a dict.
+        single: the request held one input (a string or one dict), not a list: the answer
+            then has the Hugging Face pipeline's shape for a lone input.
+    """
 
     texts: list[str]
     parameters: dict[str, Any] = field(default_factory=dict)
+    pairs: list[str | None] | None = None
+    single: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,12 +76,49 @@ def check_texts(texts: list[str], where: str = "input") -> list[str]:
     return texts
 
 
-def _as_texts(value: Any, where: str) -> tuple[list[str], bool]:
+PAIR_KEYS = ("text", "text_pair")
+INPUTS_FORMS = (
+    'a string, {"text": ..., "text_pair": ...}, or a non-empty list of strings or of such objects'
+)
+
+
+def _pair(value: dict[str, Any], where: str) -> tuple[str, str | None]:
+    unknown = sorted(set(value) - set(PAIR_KEYS))
+    if unknown or not isinstance(value.get("text"), str):
+        raise ClientError(
+            f'{where}: a text pair is {{"text": string, "text_pair": string}} '
+            f"(got keys {sorted(map(str, value))[:5]})"
+        )
+    pair = value.get("text_pair")
+    if pair is not None and not isinstance(pair, str):
+        raise ClientError(f'{where}: "text_pair" must be a string')
+    return value["text"], pair
+
+
+def inputs_from(value: Any, where: str = '"inputs"') -> Inputs:
+    """The texts (and text pairs) of a JSON ``inputs`` value."""
     if isinstance(value, str):
-        return check_texts([value], where), True
-    if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
-        return check_texts(list(value), where), False
-    raise ClientError(f"{where} must be a string or a non-empty list of strings")
+        return Inputs(check_texts([value], where), single=True)
+    if isinstance(value, dict):
+        text, pair = _pair(value, where)
+        return Inputs(check_texts([text], where), pairs=[pair], single=True)
+    if not isinstance(value, list) or not value:
+        raise ClientError(f"{where} must be {INPUTS_FORMS}")
+    if all(isinstance(item, str) for item in value):
+        return Inputs(check_texts(list(value), where))
+    texts: list[str] = []
+    pairs: list[str | None] = []
+    for index, item in enumerate(value):
+        if isinstance(item, str):
+            text, pair = item, None
+        elif isinstance(item, dict):
+            text, pair = _pair(item, f"{where}[{index}]")
+        else:
+            raise ClientError(f"{where} must be {INPUTS_FORMS}")
+        texts.append(text)
+        pairs.append(pair)
+    check_texts([p for p in pairs if p is not None], f"{where} text_pair")
+    return Inputs(check_texts(texts, where), pairs=pairs)
 
 
 def _json_value(text: str, where: str) -> Any:
@@ -97,8 +143,9 @@ def decode_json(body: bytes, options: DecodeOptions = DEFAULT_OPTIONS) -> Inputs
         if not isinstance(parameters, dict):
             raise ClientError('"parameters" must be a JSON object')
         data = data["inputs"]
-    texts, _ = _as_texts(data, '"inputs"')
-    return Inputs(texts, parameters)
+    inputs = inputs_from(data)
+    inputs.parameters = parameters
+    return inputs
 
 
 def decode_jsonlines(body: bytes, options: DecodeOptions = DEFAULT_OPTIONS) -> Inputs:
@@ -144,7 +191,7 @@ def decode_text(body: bytes, options: DecodeOptions = DEFAULT_OPTIONS) -> Inputs
     text = _text(body)
     if not text.strip():
         raise ClientError("request body is empty")
-    return Inputs([text])
+    return Inputs([text], single=True)
 
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -227,7 +274,7 @@ def encode_csv(result: Any) -> bytes:
     quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
     for record in records:
         if isinstance(record, dict):
-            row = [record.get("label"), record.get("score")]
+            row = list(_label_score(record))
         elif isinstance(record, list) and record and isinstance(record[0], dict):
             row = [value for entry in record for value in _label_score(entry)]
         elif isinstance(record, list):
@@ -241,6 +288,11 @@ def encode_csv(result: Any) -> bytes:
 
 def _label_score(entry: Any) -> tuple[Any, Any]:
     if isinstance(entry, dict):
+        if "label" not in entry:  # e.g. token-classification entities: not a flat row
+            raise NotAcceptable(
+                "text/csv carries label,score rows and numbers; this task's answer is "
+                "nested: ask for application/json or application/jsonlines"
+            )
         return entry.get("label"), entry.get("score")
     return entry, ""
 

@@ -102,8 +102,8 @@ def default_input_fn(input_data: bytes, content_type: str, context: Context) -> 
 
 
 PREDICT_INPUTS = (
-    'a str, a list of str, {"inputs": str or list of str, "parameters": dict} '
-    "or smneuron.serving.codecs.Inputs"
+    'a str, a list of str, {"inputs": str, {"text", "text_pair"} or a list of them, '
+    '"parameters": dict} or smneuron.serving.codecs.Inputs'
 )
 
 
@@ -113,19 +113,19 @@ def as_inputs(data: Any) -> codecs.Inputs:
     if isinstance(data, codecs.Inputs):
         return data
     if isinstance(data, str):
-        return codecs.Inputs([data])
+        return codecs.Inputs([data], single=True)
     if isinstance(data, list | tuple) and all(isinstance(item, str) for item in data):
         return codecs.Inputs(list(data))
     if isinstance(data, dict) and "inputs" in data:
-        inputs, parameters = data["inputs"], data.get("parameters") or {}
-        if isinstance(inputs, str):
-            inputs = [inputs]
-        if (
-            isinstance(inputs, list | tuple)
-            and all(isinstance(item, str) for item in inputs)
-            and isinstance(parameters, dict)
-        ):
-            return codecs.Inputs(list(inputs), dict(parameters))
+        parameters = data.get("parameters") or {}
+        if isinstance(parameters, dict):
+            try:
+                inputs: codecs.Inputs | None = codecs.inputs_from(data["inputs"])
+            except ClientError:
+                inputs = None
+            if inputs is not None:
+                inputs.parameters = dict(parameters)
+                return inputs
     raise ServerError(
         f"the default predict_fn got {_describe(data)} from input_fn; it takes {PREDICT_INPUTS}"
     )
@@ -140,10 +140,16 @@ def _describe(data: Any) -> str:
     return f"a value of type {type(data).__name__}"
 
 
-def default_predict_fn(data: Any, model: CompiledModel, context: Context) -> list[Any]:
+def default_predict_fn(data: Any, model: CompiledModel, context: Context) -> Any:
     inputs = as_inputs(data)
     codecs.check_texts(inputs.texts)
-    prediction = model.predict(inputs.texts, inputs.parameters, deadline=context.deadline)
+    prediction = model.predict(
+        inputs.texts,
+        inputs.parameters,
+        pairs=inputs.pairs,
+        single=inputs.single,
+        deadline=context.deadline,
+    )
     context.timings.update(prediction.timings)
     context.batch_sizes.extend(prediction.batch_sizes)
     context.graph_batches.extend(prediction.graph_batches)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,10 +16,10 @@ from smneuron.artifact.manifest import (
     read_manifest,
 )
 from smneuron.env import remote_code_hint
-from smneuron.errors import ArtifactError, PayloadTooLarge
+from smneuron.errors import ArtifactError, ClientError, PayloadTooLarge
 from smneuron.serving.batcher import DynamicBatcher, Run
-from smneuron.serving.shapes import choose_batch, choose_bucket, fit_tokens, pad_row
-from smneuron.serving.tasks import Postprocess, postprocessor
+from smneuron.serving.shapes import choose_batch, choose_bucket
+from smneuron.serving.tasks import Head, Item, task_for
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class Prediction:
     compiled batch size that run used.
     """
 
-    results: list[Any]
+    results: Any  # one answer per input; for a lone input (``single``) the pipeline's shape
     timings: dict[str, float]
     batch_sizes: list[int]
     graph_batches: list[int] = field(default_factory=list)
@@ -83,19 +83,21 @@ class CompiledModel:
         overflow: str = "truncate",
         max_delay_s: float = 0.005,
         limits: Limits | None = None,
+        config: Mapping[str, Any] | None = None,
     ) -> None:
         self.manifest = manifest
         self.limits = limits or Limits()
         self.tokenizer = tokenizer
         self.graphs = dict(graphs)
         self.overflow = overflow
-        self.postprocess: Postprocess = postprocessor(manifest.task)
+        self.task = task_for(manifest.task)
+        if self.task.offsets and not getattr(tokenizer, "is_fast", False):
+            raise ArtifactError(
+                f"{manifest.task} needs a fast tokenizer (character offsets); the artifact's "
+                "tokenizer is a slow one: save the checkpoint with its tokenizer.json"
+            )
+        self.head = Head(manifest.labels, (config or {}).get("problem_type"), tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        # Tokens the tokenizer appends (e.g. [SEP]) survive truncation.
-        probe = tokenizer("a", add_special_tokens=True)["input_ids"]
-        plain = tokenizer("a", add_special_tokens=False)["input_ids"]
-        start = probe.index(plain[0]) if plain and plain[0] in probe else len(probe)
-        self.tail = probe[start + len(plain) :]
         self.batcher = DynamicBatcher(
             self._run_batch,
             manifest.batch_size,
@@ -105,21 +107,39 @@ class CompiledModel:
             stall_after_s=self.limits.deadline_s,
         )
 
-    def _run_batch(self, bucket: int, rows: list[tuple[list[int], list[int]]]) -> Run:
+    def _padded(self, encoded: Mapping[str, Sequence[int]], bucket: int) -> tuple[list[int], ...]:
+        """One list per graph input (``manifest.input_names``), right-padded to ``bucket``."""
+        ids = list(encoded["input_ids"])
+        fill = bucket - len(ids)
+        row = []
+        for name in self.manifest.input_names:
+            if name == "input_ids":
+                row.append(ids + [self.pad_id] * fill)
+            elif name == "attention_mask":
+                row.append([1] * len(ids) + [0] * fill)
+            else:  # token_type_ids: the tokenizer's, else the first segment's
+                values = list(encoded.get(name) or [0] * len(ids))
+                row.append(values + [0] * fill)
+        return tuple(row)
+
+    def _run_batch(self, bucket: int, rows: list[tuple[list[int], ...]]) -> Run:
         import torch
 
         size = choose_batch(len(rows), self.manifest.batch_sizes)
-        padding = [([self.pad_id] * bucket, [0] * bucket)] * (size - len(rows))
-        ids = torch.tensor([row[0] for row in rows + padding], dtype=torch.long)
-        mask = torch.tensor([row[1] for row in rows + padding], dtype=torch.long)
+        filler = self._padded({"input_ids": []}, bucket)
+        batch = rows + [filler] * (size - len(rows))
+        tensors = [
+            torch.tensor([row[i] for row in batch], dtype=torch.long) for i in range(len(filler))
+        ]
         with torch.no_grad():
-            output = self.graphs[(size, bucket)](ids, mask)
+            output = self.graphs[(size, bucket)](*tensors)
         if isinstance(output, tuple | list):
             output = output[0]
+        mask = self.manifest.input_names.index("attention_mask")
         return Run(
             output[: len(rows)].float().tolist(),
             graph_batch=size,
-            real_tokens=sum(sum(row[1]) for row in rows),
+            real_tokens=sum(sum(row[mask]) for row in rows),
             computed_tokens=size * bucket,
         )
 
@@ -143,14 +163,52 @@ class CompiledModel:
         # keeps the tokens that survive truncation and bounds the tokenizer's work.
         return [text[: limits.max_text_chars] for text in texts]
 
-    def encode(self, texts: list[str]) -> list[tuple[int, tuple[list[int], list[int]]]]:
-        """Tokenize each text into (bucket, (ids, mask)) of the bucket's exact length."""
+    def _tokenize(self, text: Any, pair: Any, max_length: int | None) -> Any:
+        """The tokenizer's encoding of a text (and pair), or of lists of them."""
+        options: dict[str, Any] = {"add_special_tokens": True}
+        if max_length is None:
+            options["truncation"] = False
+        else:  # longest_first: a pair loses tokens from its longer text first
+            options.update(truncation="longest_first", max_length=max_length)
+        if self.task.offsets:
+            options.update(return_offsets_mapping=True, return_special_tokens_mask=True)
+        return self.tokenizer(text, pair, **options)
+
+    def encode(
+        self, texts: list[str], pairs: Sequence[str | None] | None = None
+    ) -> list[tuple[int, tuple[list[int], ...], Item]]:
+        """Tokenize each input into (bucket, one padded list per graph input, its ``Item``)."""
+        if pairs is not None and len(pairs) != len(texts):
+            raise ClientError(f"{len(texts)} texts but {len(pairs)} text pairs")
         texts = self.check_inputs(texts)
-        encoded = self.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+        if pairs is not None:
+            kept = self.check_inputs([pair or "" for pair in pairs])
+            pairs = [
+                cut if pair is not None else None for cut, pair in zip(kept, pairs, strict=True)
+            ]
+        if pairs is None or all(pair is not None for pair in pairs):
+            batch = self._tokenize(texts, pairs, None)  # one tokenizer call for the request
+            encodings = [{key: batch[key][i] for key in batch} for i in range(len(texts))]
+        else:  # some inputs are pairs, some single texts
+            encodings = [
+                self._tokenize(text, pair, None) for text, pair in zip(texts, pairs, strict=True)
+            ]
+        largest = self.manifest.sequence_lengths[-1]
         rows = []
-        for ids in encoded:
-            bucket = choose_bucket(len(ids), self.manifest.sequence_lengths, self.overflow)
-            rows.append((bucket, pad_row(fit_tokens(ids, bucket, self.tail), bucket, self.pad_id)))
+        for index, (text, encoded) in enumerate(zip(texts, encodings, strict=True)):
+            pair = pairs[index] if pairs is not None else None
+            bucket = choose_bucket(
+                len(encoded["input_ids"]), self.manifest.sequence_lengths, self.overflow
+            )
+            if len(encoded["input_ids"]) > largest:  # overflow=truncate: keep the closing [SEP]
+                encoded = self._tokenize(text, pair, largest)
+            item = Item(
+                text,
+                list(encoded["input_ids"]),
+                encoded.get("offset_mapping"),
+                encoded.get("special_tokens_mask"),
+            )
+            rows.append((bucket, self._padded(encoded, bucket), item))
         return rows
 
     def predict(
@@ -158,21 +216,35 @@ class CompiledModel:
         texts: list[str],
         parameters: Mapping[str, Any] | None = None,
         *,
+        pairs: Sequence[str | None] | None = None,
+        single: bool = False,
         deadline: float | None = None,
     ) -> Prediction:
-        """Run ``texts``; ``deadline`` (``time.monotonic()``) defaults to now + the limit's."""
+        """Run ``texts`` (with their ``pairs``); ``deadline`` (``time.monotonic()``) defaults
+        to now + the limit's. ``single``: the request held one input, so the answer takes the
+        pipeline's shape for a lone input (then ``pairs`` set means it was a dict)."""
         parameters = parameters or {}
         started = time.monotonic()
+        options = self.task.read(parameters, self.head)  # a bad parameter costs no forward
+        if pairs is not None and any(pair is not None for pair in pairs) and not self.task.pairs:
+            raise ClientError(
+                f'{self.manifest.task} takes single texts, not {{"text", "text_pair"}} pairs'
+            )
         if not texts:
             return Prediction(results=[], timings={}, batch_sizes=[])
         if deadline is None:
             deadline = started + self.limits.deadline_s
-        rows = self.encode(texts)
+        encoded = self.encode(texts, pairs)
         tokenized = time.monotonic()
-        futures = self.batcher.submit_many(rows, deadline)
+        futures = self.batcher.submit_many([(bucket, row) for bucket, row, _ in encoded], deadline)
         outputs = self.batcher.wait(futures, deadline)
         done = time.monotonic()
-        results = [self.postprocess(out.value, self.manifest.labels, parameters) for out in outputs]
+        results: Any = [
+            self.task.postprocess(out.value, item, self.head, options)
+            for out, (_, _, item) in zip(outputs, encoded, strict=True)
+        ]
+        if single and len(results) == 1:
+            results = self.task.lone(results[0], pairs is not None, options)
         forward = max(out.forward_s for out in outputs)
         queued = max(out.queued_s for out in outputs)
         return Prediction(
@@ -195,7 +267,7 @@ class CompiledModel:
         """
         for size, bucket in self.manifest.graphs():
             started = time.monotonic()
-            row = pad_row([self.pad_id], bucket, self.pad_id)
+            row = self._padded({"input_ids": [self.pad_id]}, bucket)
             futures = self.batcher.submit_many([(bucket, row)] * size)
             self.batcher.wait(futures, started + WARM_UP_TIMEOUT_S)
             log.info(
@@ -272,4 +344,17 @@ def load_compiled(
         overflow=overflow,
         max_delay_s=max_delay_ms / 1000.0,
         limits=limits,
+        config=read_config(model_dir),
     )
+
+
+def read_config(model_dir: Path) -> dict[str, Any]:
+    """The checkpoint's config.json (problem_type decides the default score function)."""
+    import json
+
+    path = model_dir / "config.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

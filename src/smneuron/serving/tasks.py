@@ -1,64 +1,235 @@
-"""Task registry: how a graph's output tensor becomes each input's answer."""
+"""Task registry: each task's request parameters and how a graph output becomes its answer.
+
+Answers have the shapes of the Hugging Face pipelines (and so of the Hugging Face inference
+toolkit, which hands ``parameters`` to the pipeline), docs/tasks.md lists them per task.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from smneuron.errors import ClientError
+from smneuron.errors import ArtifactError, ClientError
 
-# A postprocessor: (one row of the graph output, labels, request parameters) -> JSON-able value.
-Postprocess = Callable[[Sequence[float], Sequence[str], Mapping[str, Any]], Any]
+UNSET: Any = object()  # a parameter the request did not send (None is a value for top_k)
 
 
-def _top_k(parameters: Mapping[str, Any], count: int) -> int | None:
-    value = parameters.get("top_k")
+@dataclass(frozen=True)
+class Head:
+    """What postprocessing needs to know about the model.
+
+    Attributes:
+        labels: label names in logit order (``config.id2label``).
+        problem_type: ``config.problem_type`` (regression, single_label_classification,
+            multi_label_classification) or None.
+        tokenizer: the artifact's tokenizer (token classification turns ids back into words).
+    """
+
+    labels: tuple[str, ...] = ()
+    problem_type: str | None = None
+    tokenizer: Any = None
+
+    def label(self, index: int) -> str:
+        return self.labels[index] if index < len(self.labels) else f"LABEL_{index}"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One tokenized input: its text and the tokens the graph ran on (before padding).
+
+    ``offsets`` (character spans per token) and ``special`` (1 for [CLS], [SEP]...) are
+    filled for the tasks that ask for them (``Task.offsets``).
+    """
+
+    text: str
+    ids: Sequence[int]
+    offsets: Sequence[tuple[int, int]] | None = None
+    special: Sequence[int] | None = None
+
+
+Options = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One servable task.
+
+    Attributes:
+        read: request ``parameters`` -> options; a ClientError for a bad or unknown one.
+        postprocess: (graph output row, item, head, options) -> the answer for one input.
+        lone: (the answer for a lone input, whether it was a dict, options) -> the response
+            for a request that held one input instead of a list.
+        pairs: accepts ``{"text", "text_pair"}`` inputs.
+        offsets: needs character offsets and the special-tokens mask from the tokenizer.
+    """
+
+    name: str
+    read: Callable[[Mapping[str, Any], Head], Options]
+    postprocess: Callable[[Any, Item, Head, Options], Any]
+    lone: Callable[[Any, bool, Options], Any] = field(default=lambda answer, _d, _o: answer)
+    pairs: bool = False
+    offsets: bool = False
+
+
+def check_known(task: str, parameters: Mapping[str, Any], accepted: Sequence[str]) -> None:
+    unknown = sorted(str(name) for name in parameters if name not in accepted)
+    if unknown:
+        known = ", ".join(accepted) if accepted else "none"
+        raise ClientError(
+            f"unknown parameter(s) {', '.join(unknown)} for {task}; accepted parameters: {known}"
+        )
+
+
+def read_top_k(parameters: Mapping[str, Any]) -> Any:
+    """``UNSET`` when absent, ``None`` (every label) or a positive integer."""
+    if "top_k" not in parameters:
+        return UNSET
+    value = parameters["top_k"]
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ClientError(f'"top_k" must be a positive integer, got {value!r}')
-    return min(value, count)
+        raise ClientError(f'"top_k" must be a positive integer or null (all), got {value!r}')
+    return value
 
 
-def text_classification(
-    row: Sequence[float], labels: Sequence[str], parameters: Mapping[str, Any]
-) -> Any:
-    """Softmax over the logits: the best ``{"label", "score"}``, or the ``top_k`` best as a list."""
-    import math
+# --------------------------------------------------------------------------------------------
+# text-classification
 
-    peak = max(row)
-    exps = [math.exp(value - peak) for value in row]
-    total = sum(exps)
-    names = list(labels) if len(labels) == len(row) else [f"LABEL_{i}" for i in range(len(row))]
-    ranked = sorted(
-        ({"label": name, "score": exp / total} for name, exp in zip(names, exps, strict=True)),
-        key=lambda entry: float(entry["score"]),  # type: ignore[arg-type]
-        reverse=True,
-    )
-    k = _top_k(parameters, len(ranked))
-    return ranked[0] if k is None else ranked[:k]
+FUNCTIONS = ("sigmoid", "softmax", "none")
+# truncation: a tokenizer argument the pipeline passes on; accepted for clients of the Hugging
+# Face toolkit, while texts above the largest bucket follow SMNEURON_OVERFLOW either way.
+CLASSIFICATION_PARAMETERS = ("top_k", "function_to_apply", "truncation")
 
 
-def feature_extraction(
-    row: Sequence[float], labels: Sequence[str], parameters: Mapping[str, Any]
-) -> Any:
+def default_function(head: Head) -> str:
+    """What the pipeline applies when the request names no function (from problem_type)."""
+    count = len(head.labels)
+    if head.problem_type == "regression":
+        return "none"
+    if head.problem_type == "multi_label_classification" or count == 1:
+        return "sigmoid"
+    if head.problem_type == "single_label_classification" or count > 1:
+        return "softmax"
+    return "none"
+
+
+def read_classification(parameters: Mapping[str, Any], head: Head) -> Options:
+    check_known("text-classification", parameters, CLASSIFICATION_PARAMETERS)
+    function = parameters.get("function_to_apply")
+    if function is None:
+        function = default_function(head)
+    elif not isinstance(function, str) or function.lower() not in FUNCTIONS:
+        raise ClientError(
+            f'"function_to_apply" must be one of {", ".join(FUNCTIONS)}, got {function!r}'
+        )
+    if not isinstance(parameters.get("truncation", True), bool):
+        raise ClientError(f'"truncation" must be true or false, got {parameters["truncation"]!r}')
+    return {"top_k": read_top_k(parameters), "function": function.lower()}
+
+
+def scores_of(row: Sequence[float], function: str) -> list[float]:
+    if function == "sigmoid":
+        return [_sigmoid(value) for value in row]
+    if function == "softmax":
+        peak = max(row)
+        exps = [math.exp(value - peak) for value in row]
+        total = sum(exps)
+        return [value / total for value in exps]
+    return [float(value) for value in row]
+
+
+def _sigmoid(value: float) -> float:
+    if value >= 0:
+        return 1.0 / (1.0 + math.exp(-value))
+    exp = math.exp(value)
+    return exp / (1.0 + exp)
+
+
+def text_classification(row: Sequence[float], item: Item, head: Head, options: Options) -> Any:
+    """The best ``{"label", "score"}``; with ``top_k`` the k best as a list (None: all)."""
+    scores = scores_of(row, options["function"])
+    top_k = options["top_k"]
+    if top_k is UNSET:
+        best = max(range(len(scores)), key=scores.__getitem__)
+        return {"label": head.label(best), "score": scores[best]}
+    order = sorted(range(len(scores)), key=scores.__getitem__, reverse=True)
+    ranked = [{"label": head.label(i), "score": scores[i]} for i in order]
+    return ranked if top_k is None else ranked[:top_k]
+
+
+def classification_lone(answer: Any, was_dict: bool, options: Options) -> Any:
+    """The pipeline wraps a lone string's best answer in a list, but not a lone pair's, and
+    answers a lone input with ``top_k`` by the ranked list itself."""
+    if options["top_k"] is UNSET and not was_dict:
+        return [answer]
+    return answer
+
+
+# --------------------------------------------------------------------------------------------
+# feature-extraction
+
+
+def read_nothing(parameters: Mapping[str, Any], head: Head) -> Options:
+    check_known("feature-extraction", parameters, ())
+    return {}
+
+
+def feature_extraction(row: Sequence[float], item: Item, head: Head, options: Options) -> Any:
     """The pooled, normalised embedding the graph returns."""
     return [float(value) for value in row]
 
 
-TASKS: dict[str, Postprocess] = {
-    "text-classification": text_classification,
-    "feature-extraction": feature_extraction,
+# --------------------------------------------------------------------------------------------
+# token-classification (the aggregation itself: smneuron.serving.entities)
+
+
+def read_token_classification(parameters: Mapping[str, Any], head: Head) -> Options:
+    from smneuron.serving import entities
+
+    return entities.read_options(parameters)
+
+
+def token_classification(
+    rows: Sequence[Sequence[float]], item: Item, head: Head, options: Options
+) -> Any:
+    """Tokens or entities with their character spans in the text (``aggregation_strategy``)."""
+    from smneuron.serving import entities
+
+    if item.offsets is None or item.special is None:
+        raise ArtifactError("token-classification needs the tokenizer's offsets (a fast tokenizer)")
+    tokens = entities.tokens_of(
+        rows, item.ids, item.offsets, item.special, item.text, head.tokenizer
+    )
+    return entities.entities(tokens, options, head.label, head.tokenizer)
+
+
+TASKS: dict[str, Task] = {
+    "text-classification": Task(
+        "text-classification",
+        read_classification,
+        text_classification,
+        classification_lone,
+        pairs=True,
+    ),
+    "token-classification": Task(
+        "token-classification",
+        read_token_classification,
+        token_classification,
+        offsets=True,
+    ),
+    "feature-extraction": Task(
+        "feature-extraction", read_nothing, feature_extraction, lambda answer, _d, _o: [answer]
+    ),
 }
 
 
-def postprocessor(task: str) -> Postprocess:
-    from smneuron.errors import ArtifactError
-
-    found = TASKS.get(task)
+def task_for(name: str) -> Task:
+    found = TASKS.get(name)
     if found is None:
         raise ArtifactError(
-            f"task {task!r} has no serving support yet (served: {', '.join(TASKS)}); "
+            f"task {name!r} has no serving support yet (served: {', '.join(TASKS)}); "
             "provide code/inference.py with your own predict_fn"
         )
     return found

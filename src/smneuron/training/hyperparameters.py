@@ -22,7 +22,7 @@ from smneuron.typed import (
     parse_hyperparameters,
 )
 
-TASKS = ("text-classification",)
+TASKS = ("text-classification", "token-classification")
 DATA_FORMATS = ("auto", "csv", "jsonl", "parquet")
 
 
@@ -54,10 +54,19 @@ class TrainingHyperparameters:
         "", "str", "column with the second text of a pair (e.g. NLI); empty: none"
     )
     label_column: str = hp("label", "str", "column with the label name (or number)")
+    tokens_column: str = hp(
+        "tokens", "str", "token-classification: column with each row's list of words"
+    )
+    tags_column: str = hp(
+        "ner_tags",
+        "str",
+        "token-classification: column with one tag per word (BIO names, or ids into labels)",
+    )
     labels: tuple[str, ...] = hp(
         (),
         "str_list",
-        "label names in logit order; empty: the sorted distinct values of the training labels",
+        "label names in logit order; empty: the sorted distinct values of the training labels "
+        "(token-classification: O first, then the other tags sorted)",
     )
     max_seq_length: int = hp(
         128, "int", "tokens per training example (longer ones are truncated)", minimum=8

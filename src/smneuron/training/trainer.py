@@ -19,6 +19,7 @@ from typing import Any
 from smneuron.env import ENV, remote_code_hint
 from smneuron.errors import ConfigurationError
 from smneuron.job import TrainingEnv
+from smneuron.training import tokens
 from smneuron.training.checkpoints import (
     Terminated,
     TerminationFlag,
@@ -37,6 +38,11 @@ MODEL_CHANNEL = "model"
 # for the first steps (no optimizer state yet) and a steady one; it also reaches the first
 # logging step, whose graph differs (the loss is read back).
 PRECOMPILE_MIN_STEPS = 3
+# The auto class that puts the task's head on the pretrained encoder.
+MODEL_CLASSES = {
+    "text-classification": "AutoModelForSequenceClassification",
+    "token-classification": "AutoModelForTokenClassification",
+}
 # Trainer log keys renamed in the key=value lines (metric_definitions regexes rely on them).
 RENAMED = {"loss": "train_loss"}
 
@@ -129,6 +135,13 @@ def compute_metrics(eval_pred: Any) -> dict[str, float]:
     }
 
 
+def metrics_function(hps: TrainingHyperparameters, labels: tuple[str, ...]) -> Any:
+    """The task's metrics: accuracy and macro F1, or entity-level P/R/F1 for NER."""
+    if hps.task == "token-classification":
+        return tokens.metrics_for(labels)
+    return compute_metrics
+
+
 def metrics_callback() -> Any:
     from transformers import TrainerCallback
 
@@ -188,8 +201,14 @@ def data_collator(tokenizer: Any, hps: TrainingHyperparameters, *, static_shapes
     On Neuron every new input shape is a new graph to compile, so batches are padded to one
     length; on CPU the shortest padding is the fastest.
     """
-    from transformers import DataCollatorWithPadding
+    from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
 
+    if hps.task == "token-classification":  # pads the labels too, with -100
+        if static_shapes:
+            return DataCollatorForTokenClassification(
+                tokenizer, padding="max_length", max_length=hps.max_seq_length
+            )
+        return DataCollatorForTokenClassification(tokenizer)
     if static_shapes:
         return DataCollatorWithPadding(
             tokenizer, padding="max_length", max_length=hps.max_seq_length
@@ -220,17 +239,29 @@ def train(
     source = resolve_model_source(hps, env.channels)
     _quiet_datasets()
     with tempfile.TemporaryDirectory(prefix="smneuron-data-") as cache:
-        splits = load_splits(
-            env.channels,
-            train_channel=hps.train_channel,
-            validation_channel=hps.validation_channel,
-            text_column=hps.text_column,
-            text_pair_column=hps.text_pair_column,
-            label_column=hps.label_column,
-            labels=hps.labels,
-            data_format=hps.data_format,
-            cache_dir=Path(cache),
-        )
+        if hps.task == "token-classification":
+            splits = tokens.load_token_splits(
+                env.channels,
+                train_channel=hps.train_channel,
+                validation_channel=hps.validation_channel,
+                tokens_column=hps.tokens_column,
+                tags_column=hps.tags_column,
+                labels=hps.labels,
+                data_format=hps.data_format,
+                cache_dir=Path(cache),
+            )
+        else:
+            splits = load_splits(
+                env.channels,
+                train_channel=hps.train_channel,
+                validation_channel=hps.validation_channel,
+                text_column=hps.text_column,
+                text_pair_column=hps.text_pair_column,
+                label_column=hps.label_column,
+                labels=hps.labels,
+                data_format=hps.data_format,
+                cache_dir=Path(cache),
+            )
         return _fit(env, hps, flag, source, splits, backend)
 
 
@@ -250,7 +281,10 @@ def _fit(
     precompile_run = _start_neuron_process() if on_neuron else False
     log.info("pretrained model: %s; labels: %s", source, ", ".join(labels))
     tokenizer, model = load_pretrained(source, labels, hps, trust_remote_code=env.trust_remote_code)
-    tokenized = tokenize(splits, tokenizer, hps)
+    if hps.task == "token-classification":
+        tokenized = tokens.tokenize_words(splits, tokenizer, hps.max_seq_length)
+    else:
+        tokenized = tokenize(splits, tokenizer, hps)
     with contextlib.ExitStack() as stack:
         output_dir = paths.checkpoints
         if precompile_run:
@@ -259,7 +293,7 @@ def _fit(
             scratch = tempfile.TemporaryDirectory(prefix="smneuron-precompile-")
             output_dir = Path(stack.enter_context(scratch))
         trainer = _make_trainer(
-            model, tokenizer, tokenized, hps, flag, output_dir, on_neuron, precompile_run
+            model, tokenizer, tokenized, hps, flag, output_dir, on_neuron, precompile_run, labels
         )
         resume = None if precompile_run else latest_checkpoint(paths.checkpoints)
         seconds = _run(trainer, resume, flag)
@@ -297,6 +331,7 @@ def _make_trainer(
     output_dir: Path,
     on_neuron: bool,
     precompile_run: bool,
+    labels: tuple[str, ...] = (),
 ) -> Any:
     """The Trainer with our callbacks (key=value metrics, SIGTERM checkpoint), atomic
     checkpoints and evaluation abandoned on SIGTERM (``trainer_class``)."""
@@ -322,7 +357,7 @@ def _make_trainer(
         eval_dataset=tokenized.get("validation") if evaluate else None,
         processing_class=tokenizer,
         data_collator=data_collator(tokenizer, hps, static_shapes=on_neuron),
-        compute_metrics=compute_metrics if evaluate else None,
+        compute_metrics=metrics_function(hps, labels) if evaluate else None,
         callbacks=[metrics_callback(), checkpoint_callback(flag)],
     )
     trainer.remove_callback(PrinterCallback)  # it prints raw dicts; we log key=value lines
@@ -372,7 +407,8 @@ def load_pretrained(
         tokenizer = transformers.AutoTokenizer.from_pretrained(
             source, local_files_only=local_only, trust_remote_code=trust_remote_code
         )
-        model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        auto = MODEL_CLASSES[hps.task]
+        model = getattr(transformers, auto).from_pretrained(
             source,
             num_labels=len(labels),
             id2label=dict(enumerate(labels)),

@@ -13,7 +13,8 @@ def model_fn(model_dir, context):
 
 
 def predict_fn(data, model, context):
-    delay = float(data.parameters.get("sleep", 0))
+    # Our own parameter: taken out, since the task refuses parameters it does not know.
+    delay = float(data.parameters.pop("sleep", 0))
     if delay:
         time.sleep(min(delay, 20.0))
     return default_predict_fn(data, model, context)

@@ -136,11 +136,12 @@ def test_one_request_runs_on_the_batch_1_graph_and_equals_the_batch_8_graph(serv
     assert (single.batch_sizes, single.graph_batches) == ([1], [1])
     assert served.stats()["graph_batches"][1] == before + 1
     # The same row through the batch-8 graph, padded with seven empty rows.
-    ((bucket, (ids, mask)),) = served.encode(["win a free cruise"])
-    pad = [served.pad_id] * bucket
+    ((bucket, row, _),) = served.encode(["win a free cruise"])
+    filler = served._padded({"input_ids": []}, bucket)  # an empty row, as the batcher pads
+    rows = [row] + [filler] * 7
     with torch.no_grad():
         logits = served.graphs[(8, bucket)](
-            torch.tensor([ids] + [pad] * 7), torch.tensor([mask] + [[0] * bucket] * 7)
+            *(torch.tensor([r[i] for r in rows]) for i in range(len(row)))
         )[0]
     probs = torch.softmax(logits, -1)
     best = int(probs.argmax())
@@ -157,8 +158,8 @@ def test_three_texts_run_at_batch_4_and_nine_as_8_plus_1(served):
     stats = served.stats()
     assert stats["graph_batches"] == {1: 1, 4: 1, 8: 1}
     assert (stats["real_rows"], stats["padded_rows"]) == (12, 1)
-    real = sum(sum(mask) for _, (_, mask) in served.encode(["a", "b", "c"]))
-    real += sum(sum(mask) for _, (_, mask) in served.encode([f"text {i}" for i in range(9)]))
+    real = sum(sum(row[1]) for _, row, _ in served.encode(["a", "b", "c"]))
+    real += sum(sum(row[1]) for _, row, _ in served.encode([f"text {i}" for i in range(9)]))
     assert stats["real_tokens"] == real
     assert stats["padded_tokens"] == (4 + 8 + 1) * 16 - real
 

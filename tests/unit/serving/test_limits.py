@@ -40,10 +40,10 @@ class Gate:
             model.graphs[bucket] = self._wrap(graph)
 
     def _wrap(self, graph):
-        def forward(ids, mask):
+        def forward(*inputs):  # ids, mask (and token_type_ids)
             self.entered.set()
             self.open.wait(30)
-            return graph(ids, mask)
+            return graph(*inputs)
 
         return forward
 
@@ -135,7 +135,7 @@ def test_a_dead_batcher_fails_requests_fast_and_the_handler_reports_unhealthy(op
     runtime = runtime_for(opt_ml)
     model = runtime.handler.model
 
-    def fatal(ids, mask):
+    def fatal(*inputs):
         raise _Fatal("the forward ended the thread")
 
     for bucket in model.graphs:

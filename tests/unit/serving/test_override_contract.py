@@ -41,7 +41,7 @@ def test_hugging_face_style_input_fn_dict_with_parameters(loaded):
     runtime = loaded("hf_style")
     status, body = answer(runtime, b'{"inputs": "win money", "parameters": {"top_k": 2}}')
     assert status == 200
-    assert sorted(entry["label"] for entry in body[0]) == sorted(LABELS)
+    assert sorted(entry["label"] for entry in body) == sorted(LABELS)  # lone input: flat
     status, body = answer(runtime, b'{"inputs": ["a", "b"]}')
     assert status == 200 and [entry["label"] in LABELS for entry in body] == [True, True]
 

@@ -31,11 +31,12 @@ def test_model_encode_uses_buckets_and_keeps_sep(opt_ml):
     model = load_compiled(opt_ml / "model", CpuBackend())
     try:
         rows = model.encode(["short", "word " * 20, "word " * 500])
-        assert [bucket for bucket, _ in rows] == [16, 32, 64]
-        ids, mask = rows[2][1]
+        assert [bucket for bucket, _, _ in rows] == [16, 32, 64]
+        ids, mask = rows[2][1][:2]
         assert len(ids) == 64 and sum(mask) == 64
         assert ids[-1] == model.tokenizer.sep_token_id
         assert rows[0][1][1].count(1) == 3  # [CLS] short [SEP]
+        assert rows[2][2].ids == ids  # the item the task sees holds the truncated tokens
     finally:
         model.close()
 
