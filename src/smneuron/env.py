@@ -44,6 +44,7 @@ class ENV:
     MAX_BATCH_DELAY_MS = "SMNEURON_MAX_BATCH_DELAY_MS"
     OVERFLOW = "SMNEURON_OVERFLOW"
     JAVA_HOME = "JAVA_HOME"
+    XDG_CACHE_HOME = "XDG_CACHE_HOME"
     # Serving handler limits and decoding (docs/serving.md "Limits")
     MAX_INPUTS = "SMNEURON_MAX_INPUTS"
     MAX_TEXT_CHARS = "SMNEURON_MAX_TEXT_CHARS"
@@ -298,9 +299,18 @@ VARIABLES: dict[str, Variable] = _variables(
     ),
     Variable(
         ENV.JAVA_HOME, "str", None,
-        "The Java runtime that runs multi-model-server (`$JAVA_HOME/bin/java`).",
+        "The Java runtime that runs multi-model-server (`$JAVA_HOME/bin/java`); its `javac`, "
+        "if any, compiles our MMS reply decoder on a host. The inference image sets it to "
+        "`/opt/smneuron/jre`, a jlink'ed runtime with only the modules MMS uses.",
         "serving", "serve (mms)", "/usr/lib/jvm/java-17-openjdk-amd64",
         shown_default="`java` on `PATH`",
+    ),
+    Variable(
+        ENV.XDG_CACHE_HOME, "str", None,
+        "Where a host `serve` keeps our MMS reply decoder compiled (`smneuron/mms-decoder/` "
+        "under it); the images bring it compiled.",
+        "serving", "serve (mms)", "/var/cache",
+        shown_default="`~/.cache`",
     ),
     # --------------------------------------------------------------------------------- training
     Variable(

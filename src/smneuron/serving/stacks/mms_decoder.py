@@ -26,6 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from smneuron.env import ENV
+
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("java") / "ModelResponseDecoder.java"
@@ -58,7 +60,7 @@ def is_current(classes: Path) -> bool:
 
 
 def find_javac(java_home: str | None = None) -> str | None:
-    home = java_home if java_home is not None else os.environ.get("JAVA_HOME")
+    home = java_home if java_home is not None else os.environ.get(ENV.JAVA_HOME)
     if home:
         candidate = Path(home) / "bin" / "javac"
         if candidate.is_file():
@@ -97,7 +99,7 @@ def compile_decoder(out: Path, *, jar: Path | None = None, javac: str | None = N
 
 
 def _cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    base = os.environ.get(ENV.XDG_CACHE_HOME) or str(Path.home() / ".cache")
     return Path(base) / "smneuron" / "mms-decoder"
 
 
