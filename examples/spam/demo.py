@@ -102,7 +102,6 @@ def main() -> int:
             "sequence_lengths": [32, 64, 128],
             "batch_size": 8,
             "freeze_embeddings": True,
-            "sagemaker_program": "train",  # what the SDK adds; accepted and ignored
         },
     )
     env = os.environ.copy()

@@ -156,9 +156,7 @@ def compile_artifact(
     for batch in sizes:
         for length in lengths:
             started = time.monotonic()
-            graph = backend.trace(
-                wrapper, example_inputs(batch, length, names), compiler_args
-            )
+            graph = backend.trace(wrapper, example_inputs(batch, length, names), compiler_args)
             relative = compiled_name(length, batch)
             backend.save(graph, model_dir / relative)
             files[graph_key(batch, length)] = relative

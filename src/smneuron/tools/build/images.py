@@ -51,10 +51,13 @@ BUILD_ARGS = {
         "PATH_PREFIX": "/opt/venv/bin:/opt/aws/neuron/bin",
     },
 }
+# Java is not among them: the inference image's MMS runs on a jlink'ed runtime (its java stage).
 INFERENCE_SYSTEM_PACKAGES = {
-    "cpu": "python3 tini ca-certificates openjdk-17-jre-headless",
-    "neuron": "tini openjdk-17-jre-headless",
+    "cpu": "python3 tini ca-certificates",
+    "neuron": "tini",
 }
+# Dependencies the inference image removes again (unused by `serve`); the DLC's stay as built.
+INFERENCE_DROP_PACKAGES = {"cpu": "scipy hf-xet", "neuron": ""}
 
 
 class BuildError(SmneuronError):
@@ -185,6 +188,7 @@ def _build_args(accelerator: str, image: str, base: str) -> dict[str, str]:
     args = {"BASE_IMAGE": base, "ACCELERATOR": accelerator, **BUILD_ARGS[accelerator]}
     if image == "inference":
         args["SYSTEM_PACKAGES"] = INFERENCE_SYSTEM_PACKAGES[accelerator]
+        args["DROP_PACKAGES"] = INFERENCE_DROP_PACKAGES[accelerator]
     return args
 
 
