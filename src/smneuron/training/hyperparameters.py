@@ -152,6 +152,16 @@ def load(raw: Mapping[str, Any]) -> TrainingHyperparameters:
             f"epochs: {hps.epochs} with max_steps {hps.max_steps} trains nothing; "
             "set epochs > 0 or max_steps > 0"
         )
+    if hps.text_pair_column and hps.task != "text-classification":
+        raise ConfigurationError(
+            f"text_pair_column: pairs are for task text-classification, not {hps.task}; "
+            "leave text_pair_column empty"
+        )
+    if hps.text_pair_column and hps.text_pair_column == hps.text_column:
+        raise ConfigurationError(
+            f"text_pair_column: {hps.text_pair_column!r} is also the text_column; "
+            "name the column with the second text"
+        )
     if len(set(hps.labels)) != len(hps.labels):
         raise ConfigurationError(f"labels: names repeat in {list(hps.labels)}")
     if hps.labels and len(hps.labels) < 2:
