@@ -27,12 +27,15 @@ class Inputs:
             input has none; ``None`` when no input was a dict.
         single: the request held one input (a string or one dict), not a list: the answer
             then has the Hugging Face pipeline's shape for a lone input.
+        similarity: a sentence-similarity request (``{"source_sentence", "sentences"}``):
+            ``texts[0]`` is the source sentence, ``texts[1:]`` the sentences to score.
     """
 
     texts: list[str]
     parameters: dict[str, Any] = field(default_factory=dict)
     pairs: list[str | None] | None = None
     single: bool = False
+    similarity: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,8 +80,11 @@ def check_texts(texts: list[str], where: str = "input") -> list[str]:
 
 
 PAIR_KEYS = ("text", "text_pair")
+SIMILARITY_KEYS = ("source_sentence", "sentences")
+SIMILARITY_FORM = '{"source_sentence": string, "sentences": [string, ...]}'
 INPUTS_FORMS = (
-    'a string, {"text": ..., "text_pair": ...}, or a non-empty list of strings or of such objects'
+    'a string, {"text": ..., "text_pair": ...}, or a non-empty list of strings or of such '
+    f"objects; for sentence similarity {SIMILARITY_FORM}"
 )
 
 
@@ -95,10 +101,64 @@ def _pair(value: dict[str, Any], where: str) -> tuple[str, str | None]:
     return value["text"], pair
 
 
+def is_similarity(value: Any) -> bool:
+    """A ``{"source_sentence", "sentences"}`` object (one of its keys is enough to tell)."""
+    return isinstance(value, dict) and any(key in value for key in SIMILARITY_KEYS)
+
+
+def _similarity(value: dict[str, Any], where: str) -> Inputs:
+    """The source sentence then the sentences to compare it with, as one request's texts."""
+    unknown = sorted(str(key) for key in value if key not in SIMILARITY_KEYS)
+    if unknown:
+        raise ClientError(
+            f"{where}: sentence similarity takes {SIMILARITY_FORM}; unknown key(s) "
+            f"{', '.join(unknown[:5])}"
+        )
+    source = value.get("source_sentence")
+    if not isinstance(source, str):
+        raise ClientError(
+            f'{where}: "source_sentence" must be a string (got {_kind(source)}); '
+            f"sentence similarity takes {SIMILARITY_FORM}"
+        )
+    sentences = value.get("sentences")
+    if not isinstance(sentences, list) or not sentences:
+        raise ClientError(
+            f'{where}: "sentences" must be a non-empty list of strings (got {_kind(sentences)}); '
+            f"sentence similarity takes {SIMILARITY_FORM}"
+        )
+    for index, sentence in enumerate(sentences):
+        if not isinstance(sentence, str):
+            raise ClientError(
+                f'{where}: "sentences"[{index}] must be a string, got {_kind(sentence)}; '
+                f"sentence similarity takes {SIMILARITY_FORM}"
+            )
+    return Inputs(check_texts([source, *sentences], where), single=True, similarity=True)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, list) and not value:
+        return "an empty list"
+    return f"a JSON {_JSON_NAMES.get(type(value), type(value).__name__)}"
+
+
+_JSON_NAMES: dict[type, str] = {
+    str: "string",
+    int: "number",
+    float: "number",
+    bool: "boolean",
+    list: "array",
+    dict: "object",
+}
+
+
 def inputs_from(value: Any, where: str = '"inputs"') -> Inputs:
-    """The texts (and text pairs) of a JSON ``inputs`` value."""
+    """The texts (and text pairs, or a sentence-similarity request) of a JSON ``inputs``."""
     if isinstance(value, str):
         return Inputs(check_texts([value], where), single=True)
+    if is_similarity(value):
+        return _similarity(value, where)
     if isinstance(value, dict):
         text, pair = _pair(value, where)
         return Inputs(check_texts([text], where), pairs=[pair], single=True)
@@ -111,6 +171,11 @@ def inputs_from(value: Any, where: str = '"inputs"') -> Inputs:
     for index, item in enumerate(value):
         if isinstance(item, str):
             text, pair = item, None
+        elif is_similarity(item):
+            raise ClientError(
+                f"{where}[{index}]: sentence similarity takes one {SIMILARITY_FORM} object as "
+                '"inputs", not a list of them: send one request per source sentence'
+            )
         elif isinstance(item, dict):
             text, pair = _pair(item, f"{where}[{index}]")
         else:
@@ -264,9 +329,18 @@ def encode_jsonlines(result: Any) -> bytes:
     return "".join(json.dumps(record) + "\n" for record in records).encode("utf-8")
 
 
+def _scores(result: Any) -> Any:
+    """A sentence-similarity answer as its list of scores (one CSV row or NPY value each)."""
+    if isinstance(result, dict) and list(result) == ["similarities"]:
+        return [[score] for score in result["similarities"]]
+    return result
+
+
 def encode_csv(result: Any) -> bytes:
     """Classification: ``label,score`` per row (with ``top_k``: ``label,score,label,score…``
-    for every label returned, best first); embeddings: the numbers of each row."""
+    for every label returned, best first); embeddings: the numbers of each row; sentence
+    similarity: one score per row."""
+    result = _scores(result)
     records = result if isinstance(result, list) else [result]
     out = io.StringIO()
     minimal = csv.writer(out, lineterminator="\n")
@@ -300,6 +374,8 @@ def _label_score(entry: Any) -> tuple[Any, Any]:
 def encode_npy(result: Any) -> bytes:
     import numpy as np
 
+    if isinstance(result, dict) and list(result) == ["similarities"]:
+        result = result["similarities"]  # a 1-d array, one score per sentence
     try:
         with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, as numpy casts
             array = np.asarray(result, dtype=np.float32)

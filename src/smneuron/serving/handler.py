@@ -102,8 +102,8 @@ def default_input_fn(input_data: bytes, content_type: str, context: Context) -> 
 
 
 PREDICT_INPUTS = (
-    'a str, a list of str, {"inputs": str, {"text", "text_pair"} or a list of them, '
-    '"parameters": dict} or smneuron.serving.codecs.Inputs'
+    'a str, a list of str, {"inputs": str, {"text", "text_pair"} or a list of them, or '
+    '{"source_sentence", "sentences"}, "parameters": dict} or smneuron.serving.codecs.Inputs'
 )
 
 
@@ -143,12 +143,15 @@ def _describe(data: Any) -> str:
 def default_predict_fn(data: Any, model: CompiledModel, context: Context) -> Any:
     inputs = as_inputs(data)
     codecs.check_texts(inputs.texts)
+    # Only a similarity request passes the flag: a user model_fn's model need not know it.
+    extra = {"similarity": True} if inputs.similarity else {}
     prediction = model.predict(
         inputs.texts,
         inputs.parameters,
         pairs=inputs.pairs,
         single=inputs.single,
         deadline=context.deadline,
+        **extra,
     )
     context.timings.update(prediction.timings)
     context.batch_sizes.extend(prediction.batch_sizes)

@@ -19,7 +19,7 @@ from smneuron.env import remote_code_hint
 from smneuron.errors import ArtifactError, ClientError, PayloadTooLarge
 from smneuron.serving.batcher import DynamicBatcher, Run
 from smneuron.serving.shapes import choose_batch, choose_bucket
-from smneuron.serving.tasks import Head, Item, task_for
+from smneuron.serving.tasks import Head, Item, similarities, task_for
 
 log = logging.getLogger(__name__)
 
@@ -218,11 +218,14 @@ class CompiledModel:
         *,
         pairs: Sequence[str | None] | None = None,
         single: bool = False,
+        similarity: bool = False,
         deadline: float | None = None,
     ) -> Prediction:
         """Run ``texts`` (with their ``pairs``); ``deadline`` (``time.monotonic()``) defaults
         to now + the limit's. ``single``: the request held one input, so the answer takes the
-        pipeline's shape for a lone input (then ``pairs`` set means it was a dict)."""
+        pipeline's shape for a lone input (then ``pairs`` set means it was a dict).
+        ``similarity``: ``texts[0]`` is a source sentence and the answer its cosine
+        similarity with each of ``texts[1:]``, all embedded in the same batched runs."""
         parameters = parameters or {}
         started = time.monotonic()
         options = self.task.read(parameters, self.head)  # a bad parameter costs no forward
@@ -230,6 +233,13 @@ class CompiledModel:
             raise ClientError(
                 f'{self.manifest.task} takes single texts, not {{"text", "text_pair"}} pairs'
             )
+        if similarity and not self.task.similarity:
+            raise ClientError(
+                f'{self.manifest.task} does not answer sentence similarity ({{"source_sentence", '
+                '"sentences"}): that needs a feature-extraction artifact'
+            )
+        if similarity and len(texts) < 2:
+            raise ClientError("sentence similarity needs a source sentence and ≥ 1 sentence")
         if not texts:
             return Prediction(results=[], timings={}, batch_sizes=[])
         if deadline is None:
@@ -243,7 +253,9 @@ class CompiledModel:
             self.task.postprocess(out.value, item, self.head, options)
             for out, (_, _, item) in zip(outputs, encoded, strict=True)
         ]
-        if single and len(results) == 1:
+        if similarity:
+            results = similarities(results[0], results[1:])
+        elif single and len(results) == 1:
             results = self.task.lone(results[0], pairs is not None, options)
         forward = max(out.forward_s for out in outputs)
         queued = max(out.queued_s for out in outputs)

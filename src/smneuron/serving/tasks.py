@@ -63,6 +63,8 @@ class Task:
             for a request that held one input instead of a list.
         pairs: accepts ``{"text", "text_pair"}`` inputs.
         offsets: needs character offsets and the special-tokens mask from the tokenizer.
+        similarity: answers ``{"source_sentence", "sentences"}`` requests (its answers are
+            embeddings, compared by ``similarities``).
     """
 
     name: str
@@ -71,6 +73,7 @@ class Task:
     lone: Callable[[Any, bool, Options], Any] = field(default=lambda answer, _d, _o: answer)
     pairs: bool = False
     offsets: bool = False
+    similarity: bool = False
 
 
 def check_known(task: str, parameters: Mapping[str, Any], accepted: Sequence[str]) -> None:
@@ -181,6 +184,22 @@ def feature_extraction(row: Sequence[float], item: Item, head: Head, options: Op
     return [float(value) for value in row]
 
 
+def similarities(source: Sequence[float], sentences: Sequence[Sequence[float]]) -> Any:
+    """``{"similarities": [...]}``: the cosine similarity of ``source`` with each sentence's
+    embedding (as the Hugging Face toolkit's sentence-similarity task answers).
+
+    The graph's embeddings are already unit-length; dividing by the norms anyway keeps the
+    answer a cosine for a graph that does not normalise.
+    """
+    source_norm = math.sqrt(math.fsum(value * value for value in source))
+    scores = []
+    for other in sentences:
+        dot = math.fsum(a * b for a, b in zip(source, other, strict=True))
+        norm = source_norm * math.sqrt(math.fsum(value * value for value in other))
+        scores.append(dot / norm if norm > 0 else 0.0)
+    return {"similarities": scores}
+
+
 # --------------------------------------------------------------------------------------------
 # token-classification (the aggregation itself: smneuron.serving.entities)
 
@@ -220,7 +239,11 @@ TASKS: dict[str, Task] = {
         offsets=True,
     ),
     "feature-extraction": Task(
-        "feature-extraction", read_nothing, feature_extraction, lambda answer, _d, _o: [answer]
+        "feature-extraction",
+        read_nothing,
+        feature_extraction,
+        lambda answer, _d, _o: [answer],
+        similarity=True,
     ),
 }
 
