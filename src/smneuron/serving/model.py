@@ -81,7 +81,7 @@ class CompiledModel:
         graphs: Mapping[tuple[int, int], Any],
         *,
         overflow: str = "truncate",
-        max_delay_s: float = 0.005,
+        max_delay_s: float = 0.0,
         limits: Limits | None = None,
         config: Mapping[str, Any] | None = None,
     ) -> None:
@@ -307,7 +307,7 @@ def load_compiled(
     backend: Any,
     *,
     overflow: str = "truncate",
-    max_delay_ms: float = 5.0,
+    max_delay_ms: float = 0.0,
     limits: Limits | None = None,
     trust_remote_code: bool = False,
 ) -> CompiledModel:

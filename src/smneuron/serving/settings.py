@@ -31,7 +31,7 @@ class ServingSettings:
     max_concurrent_transforms: int | None = None
     batch_strategy: str = "MULTI_RECORD"
     default_accept: str = "application/json"
-    max_batch_delay_ms: float = 5.0
+    max_batch_delay_ms: float = 0.0
     overflow: str = "truncate"
     accelerator: str | None = None  # None: detect
     log_level: str = "INFO"
