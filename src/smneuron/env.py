@@ -182,9 +182,10 @@ VARIABLES: dict[str, Variable] = _variables(
     ),
     # ---------------------------------------------------------------------------------- serving
     Variable(
-        ENV.SERVER, "str", "mms",
-        "Server stack: `mms` (multi-model-server) or `gunicorn` (gunicorn + flask).",
-        "serving", "serve", "gunicorn", choices=("mms", "gunicorn"),
+        ENV.SERVER, "str", "gunicorn",
+        "Server stack: `gunicorn` (gunicorn + flask, the faster one measured by `make "
+        "bench`) or `mms` (multi-model-server, the engine of AWS's inference toolkits).",
+        "serving", "serve", "mms", choices=("mms", "gunicorn"),
     ),
     Variable(
         ENV.LOG_FORMAT, "str", "json",

@@ -264,8 +264,8 @@ def test_the_page_documents_every_variable_and_the_fixed_contradictions():
 @pytest.mark.parametrize(
     "name, raw, expected",
     [
-        (ENV.SERVER, None, "mms"),
-        (ENV.SERVER, "", "mms"),
+        (ENV.SERVER, None, "gunicorn"),
+        (ENV.SERVER, "", "gunicorn"),
         (ENV.SERVER, " Gunicorn ", "gunicorn"),
         (ENV.BATCH_STRATEGY, "single_record", "SINGLE_RECORD"),
         (ENV.MAX_PAYLOAD_IN_MB, "100", 100),

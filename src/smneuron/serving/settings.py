@@ -21,7 +21,7 @@ class ServingSettings:
     """Everything ``serve`` reads from the environment (declared in ``smneuron.env``)."""
 
     paths: Paths
-    server: str = "mms"
+    server: str = "gunicorn"
     port: int = 8080
     max_payload_mb: int = 6
     workers: int | None = None  # None: derive from the accelerator
