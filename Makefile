@@ -56,8 +56,8 @@ images: venv  ## build the training and inference images (ACCELERATOR=cpu|neuron
 push: venv  ## push both images to ECR (AWS_DEFAULT_REGION; SMNEURON_REGISTRY overrides the host)
 	$(PYTHON) -m smneuron.tools.cli push --accelerator $(ACCELERATOR)
 
-bench: venv  ## serving throughput/latency/startup figures on this host (prints a table)
-	$(PYTHON) benchmarks/serving.py
+bench: venv engine  ## ours vs the HF toolkit side by side -> docs/benchmarks/ (BENCH_QUICK=1: short)
+	$(PYTHON) benchmarks/bench.py $(BENCH_ARGS)
 
 DURATION ?= 600
 CONCURRENCY ?= 32

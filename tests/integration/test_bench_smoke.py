@@ -1,0 +1,98 @@
+"""`make bench` smoke on this host (seconds, no docker): the load generator against a real
+loopback server, and the in-process part on the tiny test artifact."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import loadgen  # noqa: E402
+
+from servingfixtures import build_artifact  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+class Echo(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive
+    connections: set[int] = set()
+    bodies: list[dict] = []
+
+    def do_POST(self) -> None:
+        Echo.connections.add(id(self.connection))
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        Echo.bodies.append(body)
+        status = 500 if body["inputs"].startswith("X") else 200
+        reply = b'[{"label": "ham"}]'
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server():
+    Echo.connections, Echo.bodies = set(), []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd.server_address[1]
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_level_keeps_connections_alive_and_counts_server_errors(server):
+    payloads = loadgen.bodies(["hello there", "Xfail", "win a prize"])
+    result = loadgen.run_level(server, payloads, 4, max_requests=60, max_seconds=20, warm_up_s=0.2)
+    assert result.requests + result.errors == 60
+    assert result.errors == pytest.approx(20, abs=4)  # one body in three answers 500
+    assert result.error_samples[0].startswith("500")
+    assert len(Echo.connections) <= 4  # one keep-alive connection per client
+    assert {body["inputs"] for body in Echo.bodies} == {"hello there", "Xfail", "win a prize"}
+
+
+def test_the_in_process_part_times_every_graph_and_the_handler(tmp_path):
+    artifact = build_artifact(tmp_path / "model", "text-classification")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "inprocess.py"), str(artifact)]
+        + [
+            "--concurrency",
+            "1,4",
+            "--seconds",
+            "0.5",
+            "--warm-up",
+            "0.2",
+            "--graph-seconds",
+            "0.05",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(done.stdout.splitlines()[-1])
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    sizes = manifest.get("batch_sizes") or [manifest["batch_size"]]
+    shapes = {(row["batch"], row["bucket"]) for row in figures["graphs"]}
+    assert shapes == {(b, n) for b in sizes for n in manifest["sequence_lengths"]}
+    assert all(row["forward_ms"] > 0 for row in figures["graphs"])
+    assert [level["concurrency"] for level in figures["handler"]] == [1, 4]
+    assert all(level["requests"] > 0 and level["errors"] == 0 for level in figures["handler"])
