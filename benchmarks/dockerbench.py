@@ -136,13 +136,18 @@ def post_once(port: int, body: bytes, timeout_s: float = 60.0) -> int:
         conn.close()
 
 
+TIMINGS = ("tokenize_ms", "queue_ms", "forward_ms", "total_ms")
+
+
 def batch_runs(lines: list[str]) -> dict[str, Any]:
     """Batch figures from our invocation log lines (JSON): runs, rows, mean rows per run.
 
     Each invocation logs ``batch_sizes``: per item, the real items of the run it was in, so a
-    run of ``k`` rows appears ``k`` times and contributes ``1/k`` per appearance.
+    run of ``k`` rows appears ``k`` times and contributes ``1/k`` per appearance. The mean of
+    each stage timing the lines carry (``TIMINGS``) comes along: where a request's time goes.
     """
     sizes: list[int] = []
+    timings: dict[str, list[float]] = {key: [] for key in TIMINGS}
     for line in lines:
         start = line.find("{")
         if start < 0 or "batch_sizes" not in line:
@@ -152,10 +157,14 @@ def batch_runs(lines: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             continue
         sizes.extend(int(x) for x in record.get("batch_sizes") or [] if int(x) > 0)
+        for key in TIMINGS:
+            if isinstance(record.get(key), int | float):
+                timings[key].append(float(record[key]))
+    means = {f"mean_{k}": sum(v) / len(v) for k, v in timings.items() if v}
     if not sizes:
-        return {"rows": 0, "runs": 0.0, "mean_batch": None}
+        return {"rows": 0, "runs": 0.0, "mean_batch": None, **means}
     runs = sum(1.0 / k for k in sizes)
-    return {"rows": len(sizes), "runs": round(runs, 1), "mean_batch": len(sizes) / runs}
+    return {"rows": len(sizes), "runs": round(runs, 1), "mean_batch": len(sizes) / runs, **means}
 
 
 @dataclass

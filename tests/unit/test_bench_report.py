@@ -99,6 +99,8 @@ def test_targets_are_the_issue_ratios_marked_met_or_missed():
     assert all(t.met for t in good.values()), [t.to_dict() for t in good.values() if not t.met]
     assert bad["no_level_slower"].value == pytest.approx(40 / 50)  # the worst level: c=16
     assert bad["no_level_slower"].limit == "worst at c=16"
+    assert good["ping_not_early"].value == pytest.approx(0.2 - 0.025)  # less the c=1 p99
+    assert bad["ping_not_early"].value == float("inf")  # 3 answers refused after /ping 200
     for key in ("c1_p50_vs_toolkit", "c16_rps_vs_toolkit", "ping_not_early", "no_level_slower"):
         assert bad[key].met is False, key
     (train,) = [t for t in found if t.key == "training_vs_plain"]
@@ -129,7 +131,7 @@ def test_write_produces_the_report_the_json_and_real_pngs(tmp_path):
     assert (
         "| ours-mms | c=16 throughput ≥ 1.5 × the toolkit's | 0.80 | >= 1.5 | **missed** |" in text
     )
-    assert "| ours, gunicorn | 16 | 90.0 | 150.0 | 225.0 | 250.0 | 0 | 6.00 |" in text
+    assert "| ours, gunicorn | 16 | 90.0 | 150.0 | 225.0 | 250.0 | 0 | 6.00 | — | — |" in text
     assert "28.0" in text and "1.10" in text  # toolkit cold start, our image in GB
 
 
@@ -212,7 +214,7 @@ def test_the_load_generator_targets_loopback_only():
 def test_batch_runs_from_invocation_log_lines():
     lines = [
         'noise before {"message": "invocation", "batch_sizes": [1]}',
-        '{"message": "invocation", "batch_sizes": [4]}',
+        '{"message": "invocation", "batch_sizes": [4], "forward_ms": 30.0, "queue_ms": 2}',
         '{"message": "invocation", "batch_sizes": [4]}',
         '{"message": "invocation", "batch_sizes": [4]}',
         '{"message": "invocation", "batch_sizes": [4]}',
@@ -223,4 +225,5 @@ def test_batch_runs_from_invocation_log_lines():
     assert figures["rows"] == 5
     assert figures["runs"] == pytest.approx(2.0)  # one run of 1, one run of 4
     assert figures["mean_batch"] == pytest.approx(2.5)
+    assert figures["mean_forward_ms"] == 30.0 and figures["mean_queue_ms"] == 2.0
     assert dockerbench.batch_runs([])["mean_batch"] is None
