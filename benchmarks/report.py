@@ -440,6 +440,28 @@ def markdown(results: dict[str, Any]) -> str:
             ],
         )
         out.append("")
+    out += [
+        "## How it is measured",
+        "",
+        "- `make bench` = `python benchmarks/bench.py` (`BENCH_QUICK=1`: levels 1 and 16, "
+        "4 s each, one short training round; `--parts`, `--servers`, `--no-build`, "
+        "`--report-only`). It first waits up to 5 minutes for the 1-minute load average to "
+        "drop below 1.5 and records what it saw: the machine is shared.",
+        "- Baseline: `sagemaker-huggingface-inference-toolkit` 2.6.0 on MMS "
+        "(benchmarks/toolkit: same Debian base, same host-side wheelhouse and torch/"
+        "transformers pins as our images, Java 17), `HF_TASK=text-classification`, the "
+        "checkpoint at /opt/ml/model, `HF_HUB_OFFLINE=1`, its default workers.",
+        "- Ours: `make images` (the inference image), `SMNEURON_SERVER=mms|gunicorn`, the "
+        "compiled artifact at /opt/ml/model, every other setting at its default.",
+        "- Cold start: `docker run` → first `/ping` 200 → first 200 answer, polled every "
+        "0.1 s. Memory: the container's cgroup usage after the last level, and that less the "
+        "page cache (what `docker stats` shows).",
+        "- In-process (benchmarks/inprocess.py, its own process): each compiled graph's median "
+        "forward on its static shape; the same message mix through `WorkerRuntime.invoke` "
+        "by closed-loop threads. Training (benchmarks/training.py): the Trainer's "
+        "train_samples_per_second of `train` and of benchmarks/plain_trainer.py, alternating.",
+        "",
+    ]
     errors = results.get("errors") or {}
     if errors:
         out += ["## Parts that failed", ""]
