@@ -84,7 +84,7 @@ class Plan:
             level_seconds=4.0,
             warm_up_s=1.0,
             inprocess_seconds=3.0,
-            training=TrainingPlan(max_steps=4, rounds=1),
+            training=TrainingPlan(rows=32, rounds=1),
             idle_wait_s=30.0,
             quick=True,
         )

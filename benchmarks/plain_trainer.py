@@ -2,7 +2,7 @@
 
 What a user would write by hand for the spam demo: read the CSV, tokenize (truncation at
 ``--max-length``), ``AutoModelForSequenceClassification`` with two labels, ``Trainer`` with its
-defaults except the figures both runs share (steps, batch size, learning rate, seed). Prints
+defaults except the figures both runs share (epochs, batch size, learning rate, seed). Prints
 one JSON line with the Trainer's own ``train_samples_per_second``.
 
     python benchmarks/plain_trainer.py --model DIR --data examples/spam/data/train.csv
@@ -22,7 +22,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-steps", type=int, default=40)
+    parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
@@ -51,7 +51,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as out:
         training_args = TrainingArguments(
             output_dir=out,
-            max_steps=args.max_steps,
+            num_train_epochs=args.epochs,
             per_device_train_batch_size=args.batch_size,
             learning_rate=args.learning_rate,
             seed=args.seed,

@@ -73,7 +73,7 @@ def fake_results() -> dict:
             "handler": [level(1, 60.0, 19.0, 22.0), level(16, 100.0, 140.0, 200.0)],
         },
         "training": {
-            "plan": {"max_steps": 40, "batch_size": 16, "max_length": 128},
+            "plan": {"rows": 160, "epochs": 1.0, "batch_size": 8, "max_length": 128},
             "ours_samples_per_s": 40.0,
             "plain_samples_per_s": 38.0,
             "ours_runs": [39.0, 40.0],
