@@ -54,16 +54,22 @@ def time_graphs(model_dir: Path, seconds_each: float) -> list[dict[str, Any]]:
     rows = []
     for batch, length in graph_shapes(manifest):
         graph = backend.load(graph_path(manifest, model_dir, batch, length))
-        ids = torch.ones((batch, length), dtype=torch.long)
-        mask = torch.ones((batch, length), dtype=torch.long)
+        # The graph's inputs in the manifest's order (token_type_ids: segment 0).
+        names = tuple(getattr(manifest, "input_names", ()) or ("input_ids", "attention_mask"))
+        inputs = [
+            (torch.zeros if name == "token_type_ids" else torch.ones)(
+                (batch, length), dtype=torch.long
+            )
+            for name in names
+        ]
         with torch.no_grad():
             for _ in range(4):  # TorchScript's profiling runs, then the optimised graph
-                graph(ids, mask)
+                graph(*inputs)
             times = []
             stop = time.monotonic() + seconds_each
             while time.monotonic() < stop or len(times) < 7:
                 began = time.perf_counter()
-                graph(ids, mask)
+                graph(*inputs)
                 times.append(time.perf_counter() - began)
         times.sort()
         median, best = times[len(times) // 2], times[0]

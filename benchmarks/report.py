@@ -371,9 +371,15 @@ def markdown(results: dict[str, Any]) -> str:
         out += ["", "![cold start](coldstart.png)", ""]
     inprocess = results.get("inprocess") or {}
     if inprocess:
+        rerun = meta.get("inprocess_rerun") or {}
+        out += ["## In-process limit (no HTTP)", ""]
+        if rerun:
+            out += [
+                f"Run separately at {rerun.get('started')} (git {rerun.get('git')}, load "
+                f"{_fmt((rerun.get('idle') or {}).get('load_1m'), 2)}): {rerun.get('why')}.",
+                "",
+            ]
         out += [
-            "## In-process limit (no HTTP)",
-            "",
             f"torch threads: {inprocess.get('torch_threads', '?')}. Forward of each compiled "
             "graph (best run: the limit; median: what the shared machine left), and the rows/s "
             "the best run gives:",
