@@ -96,11 +96,6 @@ def test_the_in_process_part_times_every_graph_and_the_handler(tmp_path):
     assert level["concurrency"] == 1 and level["requests"] > 0 and level["errors"] == 0
 
 
-@pytest.mark.xfail(
-    reason="concurrent invocations in one worker share one fast tokenizer: 'RuntimeError: "
-    "Already borrowed' from serving/model.py _tokenize (found by this smoke); fix pending",
-    strict=False,
-)
 def test_concurrent_in_process_invocations_all_succeed(tmp_path):
     figures = in_process(tmp_path, "8")
     (level,) = figures["handler"]
