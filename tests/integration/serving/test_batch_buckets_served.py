@@ -99,10 +99,14 @@ def batch8_reference(model_dir, text: str) -> dict:
     row_ids, row_mask = pad_row(ids, bucket, tokenizer.pad_token_id)
     graph = CpuBackend().load(manifest.graph_path(model_dir, bucket, 8))
     pad_ids, pad_mask = [tokenizer.pad_token_id] * bucket, [0] * bucket
+    inputs = [
+        torch.tensor([row_ids] + [pad_ids] * 7),
+        torch.tensor([row_mask] + [pad_mask] * 7),
+    ]
+    if "token_type_ids" in manifest.input_names:  # BERT-style: one segment, all zeros
+        inputs.append(torch.zeros_like(inputs[0]))
     with torch.no_grad():
-        logits = graph(
-            torch.tensor([row_ids] + [pad_ids] * 7), torch.tensor([row_mask] + [pad_mask] * 7)
-        )[0]
+        logits = graph(*inputs)[0]
     probs = torch.softmax(logits, -1)
     best = int(probs.argmax())
     return {"label": LABELS[best], "score": float(probs[best])}
