@@ -413,8 +413,9 @@ def test_worker_trains_and_compiles_the_artifact_for_neuron(neuron_worker):
     assert torch_neuronx.CALLS == []  # not traced in the training worker...
     log = Path(os.environ["FAKE_TORCH_NEURONX_LOG"]).read_text().splitlines()
     traces = [call for call in map(json.loads, log) if call["call"] == "trace"]
-    # batch_size 2 with the default smaller sizes: one graph at batch 1 and one at batch 2.
-    assert [call["shapes"] for call in traces] == [[[1, 16], [1, 16]], [[2, 16], [2, 16]]]
+    # batch_size 2 with the default smaller sizes: one graph at batch 1 and one at batch 2,
+    # each taking ids, mask and token types (the tiny BERT has segment embeddings).
+    assert [call["shapes"] for call in traces] == [[[1, 16]] * 3, [[2, 16]] * 3]
     assert manifest.batch_sizes == (1, 2)
     # ...but in a clean child: exactly the recorded flags, none of the worker's Neuron settings
     for trace in traces:
