@@ -75,6 +75,7 @@ def harness(tmp_path_factory) -> dict[str, str]:
             text=True,
             timeout=120,
             check=True,
+            cwd=root,  # MMS's jar logs to ./logs/: keep that out of the checkout
         )
         # (log4j may print a warning on stdout first)
         return [line for line in done.stdout.splitlines() if line.startswith(("ok ", "fail "))]
