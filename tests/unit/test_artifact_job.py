@@ -103,7 +103,7 @@ def test_cpu_compile_takes_the_batch_sizes_flag(checkpoint, tmp_path):
     assert cli.main(argv + flags) == 0
     manifest = read_manifest(out)
     assert manifest.batch_sizes == (1, 4)  # 8 is above --batch-size: dropped
-    assert sorted(p.name for p in (out / "compiled").iterdir()) == ["b1-seq16.pt", "b4-seq16.pt"]
+    assert sorted(p.name for p in (out / "compiled").glob("*.pt")) == ["b1-seq16.pt", "b4-seq16.pt"]
 
 
 def test_neuron_compile_traces_each_batch_size_and_bucket_with_the_compiler_args(

@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from smneuron.artifact.backends import Backend
 from smneuron.artifact.manifest import Manifest, compiled_name, graph_key, write_manifest
@@ -184,10 +184,20 @@ def compile_artifact(
         input_names=names,
         cores_per_model=cores_per_model,
         versions=backend.versions(),
-        files={"compiled": files},
+        files={"compiled": files, **_shared_files(backend, model_dir, files.values())},
         target=backend.target(),
         compiler_args=tuple(compiler_args),
         pooling=pooling if task == "feature-extraction" else None,
     )
     write_manifest(model_dir, manifest)
     return manifest
+
+
+def _shared_files(backend: Backend, model_dir: Path, graphs: Any) -> dict[str, list[str]]:
+    """``{"shared": [...]}``: files the graphs need besides their own (the CPU weights)."""
+    listing = getattr(backend, "shared_files", None)
+    if listing is None:
+        return {}
+    folders = sorted({(model_dir / relative).parent for relative in graphs})
+    shared = [str(path.relative_to(model_dir)) for folder in folders for path in listing(folder)]
+    return {"shared": shared} if shared else {}

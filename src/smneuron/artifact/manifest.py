@@ -5,6 +5,7 @@ Layout of ``/opt/ml/model`` (the content of model.tar.gz)::
     manifest.json            this schema (FORMAT_VERSION)
     config.json, model.safetensors, tokenizer files   the fine-tuned Hugging Face checkpoint
     compiled/b{B}-seq{L}.pt  one static-shape TorchScript graph per (batch size, sequence bucket)
+    compiled/weights.safetensors   CPU: the graphs' parameters, stored once for all of them
     code/inference.py        optional user handler overrides
 
 Format 1 (one batch size, ``compiled/seq{L}.pt``) is still read: its ``batch_size`` is the one
@@ -67,7 +68,8 @@ class Manifest:
         cores_per_model: NeuronCores one loaded copy needs (1 on CPU).
         versions: package versions at compile time (torch, transformers, torch_neuronx, ...).
         files: relative paths: "compiled" maps ``graph_key(batch, bucket)`` -> graph file
-            (format 1: str(bucket) -> graph file).
+            (format 1: str(bucket) -> graph file); "shared" lists files every graph needs
+            (the CPU backend's one copy of the weights).
         target: hardware the graphs were compiled for ("cpu", "inf2", "trn1", ...).
         compiler_args: the compiler flags used (Neuron), for the record.
     """
@@ -188,11 +190,14 @@ def read_manifest(model_dir: Path) -> Manifest:
 
 
 def check_files(model_dir: Path, manifest: Manifest) -> None:
-    """Every compiled graph named by the manifest must exist."""
+    """Every compiled graph named by the manifest, and every file they share, must exist."""
     missing = [
         str(manifest.graph_path(model_dir, length, batch).relative_to(model_dir))
         for batch, length in manifest.graphs()
         if not manifest.graph_path(model_dir, length, batch).is_file()
+    ]
+    missing += [
+        name for name in manifest.files.get("shared", ()) if not (model_dir / name).is_file()
     ]
     if missing:
         raise ArtifactError(
