@@ -8,6 +8,7 @@ import json
 import pytest
 import requests
 from hostserver import Server, require_nginx
+
 from servingfixtures import BUCKETS, build_artifact
 
 pytestmark = pytest.mark.slow
