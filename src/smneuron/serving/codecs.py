@@ -215,7 +215,8 @@ def inputs_from(value: Any, where: str = '"inputs"') -> Inputs:
     if is_question(value):
         return _questions([value], where, single=True)
     if isinstance(value, list) and value and any(is_question(item) for item in value):
-        return _questions(value, where, single=False)
+        # The pipeline answers a list of one question as the question alone (a dict).
+        return _questions(value, where, single=len(value) == 1)
     if isinstance(value, dict):
         text, pair = _pair(value, where)
         return Inputs(check_texts([text], where), pairs=[pair], single=True)

@@ -151,6 +151,8 @@ def test_the_top_level_form_and_a_batch(served):
     assert len(got) == len(CASES)
     for answer, (q, c) in zip(got, CASES, strict=True):
         assert_same(answer, eager(q, c, top_k=2), q)
+    # A list of one question answers as the pipeline does: the answer alone, not a list.
+    assert_same(post(handler, {"inputs": batch[:1]}), eager(question, context))
     # A bare list of questions (no "inputs") as the body is a batch too.
     assert_same(post(handler, batch[:2])[1], eager(*CASES[1]))
 
@@ -245,3 +247,21 @@ def test_answers_are_json_lines_but_not_csv(served):
 
     with pytest.raises(NotAcceptable):
         handler.invoke(body.encode(), "application/json", "text/csv")
+
+
+def test_predict_fn_takes_what_an_input_fn_returns(served):
+    """A user input_fn may hand the default predict_fn a plain {"question", "context"} dict,
+    with or without "parameters", or the toolkit's {"inputs": ...} form."""
+    from smneuron.serving.handler import Context
+
+    handler, eager, _ = served
+    question, context = CASES[0]
+    predict = handler.hooks["predict_fn"]
+    for data in (
+        {"question": question, "context": context},
+        {"question": question, "context": context, "parameters": {"top_k": 2}},
+        {"inputs": {"question": question, "context": context}, "parameters": {"top_k": 2}},
+    ):
+        got = predict(data, handler.model, context=Context(handler.worker))
+        want = eager(question, context, **data.get("parameters", {}))
+        assert_same(got, want, str(data))
