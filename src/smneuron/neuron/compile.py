@@ -98,8 +98,8 @@ def compile_command(
         shlex.join(compiler_args),
         "--cores-per-model",
         str(cores_per_model),
-        "--cpu-backend",
         *(["--doc-stride", str(doc_stride)] if doc_stride is not None else []),
+        "--cpu-backend",
     ]
 
 
