@@ -278,18 +278,40 @@ def decode_json(body: bytes, options: DecodeOptions = DEFAULT_OPTIONS) -> Inputs
 
 
 def decode_jsonlines(body: bytes, options: DecodeOptions = DEFAULT_OPTIONS) -> Inputs:
-    """One JSON value per line; lines end at ``\\n`` only (a U+2028 inside a string is text)."""
+    """One JSON value per line; lines end at ``\\n`` only (a U+2028 inside a string is text).
+
+    A line is a string or ``{"inputs": string}``; for question answering every line is
+    ``{"question", "context"}`` (or ``{"inputs": {"question", "context"}}``)."""
     texts: list[str] = []
+    questions: list[Any] = []
     for number, line in enumerate(_text(body).split("\n"), start=1):
         line = line.removesuffix("\r")
         if not line.strip():
             continue
         record = _json_value(line, f"line {number}")
-        if isinstance(record, dict):
+        if isinstance(record, dict) and not is_question(record):
             record = record.get("inputs")
+        if is_question(record):
+            questions.append((number, record))
+            continue
         if not isinstance(record, str):
-            raise ClientError(f'line {number}: expected a string or {{"inputs": string}}')
+            raise ClientError(
+                f'line {number}: expected a string, {{"inputs": string}} or {QUESTION_FORM}'
+            )
         texts.append(record)
+    if questions and texts:
+        raise ClientError(
+            f"line {questions[0][0]} is a question but other lines are texts: a JSON Lines body "
+            f"holds either texts or {QUESTION_FORM} objects"
+        )
+    if questions:
+        found = [_question(record, f"line {number}") for number, record in questions]
+        contexts: list[str | None] = list(check_texts([context for _, context in found], "line"))
+        return Inputs(
+            check_texts([question for question, _ in found], "line"),
+            pairs=contexts,
+            questions=True,
+        )
     if not texts:
         raise ClientError("request body has no JSON lines")
     return Inputs(check_texts(texts, "line"))

@@ -265,3 +265,22 @@ def test_predict_fn_takes_what_an_input_fn_returns(served):
         got = predict(data, handler.model, context=Context(handler.worker))
         want = eager(question, context, **data.get("parameters", {}))
         assert_same(got, want, str(data))
+
+
+def test_json_lines_requests_one_question_per_line(served):
+    handler, eager, _ = served
+    lines = [json.dumps({"question": q, "context": c}) for q, c in CASES[:2]]
+    lines.append(json.dumps({"inputs": {"question": CASES[2][0], "context": CASES[2][1]}}))
+    body = ("\n".join(lines) + "\n").encode()
+    response = handler.invoke(body, "application/jsonlines", "application/jsonlines")
+    assert response.status == 200
+    got = [json.loads(line) for line in response.body.decode().splitlines()]
+    for answer, (question, context) in zip(got, CASES[:3], strict=True):
+        assert_same(answer, eager(question, context))
+    mixed = (lines[0] + "\n" + json.dumps("a text") + "\n").encode()
+    from smneuron.errors import ClientError
+
+    with pytest.raises(ClientError, match="either texts or"):
+        handler.invoke(mixed, "application/jsonlines", None)
+    with pytest.raises(ClientError, match='line 1: "context" must be a non-empty string'):
+        handler.invoke(b'{"question": "Who?"}\n', "application/jsonlines", None)
