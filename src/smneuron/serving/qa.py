@@ -224,7 +224,7 @@ def answer(
     count = top_k * 2 + 10 if align else top_k
     answers: list[dict[str, Any]] = []
     by_text: dict[str, dict[str, Any]] = {}
-    null = 1000000.0
+    null = 1000000.0  # lowered by every window (there is at least one)
     for rows, window in zip(outputs, found, strict=True):
         spans, window_null = _spans(rows, window, options, count)
         null = min(null, window_null)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import re
 import string
 from collections.abc import Mapping, Sequence
@@ -23,6 +24,8 @@ from typing import Any
 
 from smneuron.errors import DataError
 from smneuron.training.data import Splits, channel_files, check_columns, load_channel
+
+log = logging.getLogger(__name__)
 
 MAX_ANSWER_TOKENS = 30  # the longest answer span the metrics' decoding considers
 N_BEST = 20  # start and end candidates per window in that decoding
@@ -229,6 +232,14 @@ def tokenize_qa(
         if dataset is None:
             continue
         mapped = dataset.map(encode, batched=True, remove_columns=dataset.column_names)
+        log.info(
+            "question answering %s: %d rows -> %d windows of up to %d tokens (doc_stride %d)",
+            name,
+            len(dataset),
+            len(mapped),
+            max_length,
+            min(doc_stride, max_length // 2),
+        )
         if name == "validation":
             windows = EvalWindows(
                 example=list(mapped["example"]),
