@@ -45,7 +45,7 @@ def plan_batch_sizes(
 
 # Tasks whose graph also takes token_type_ids when the model has segment embeddings: a text
 # pair ({"text", "text_pair"}) marks its second text with type 1, as the tokenizer does.
-SEGMENT_TASKS = ("text-classification",)
+SEGMENT_TASKS = ("text-classification", "question-answering")
 BASE_INPUTS = ("input_ids", "attention_mask")
 
 
@@ -64,7 +64,8 @@ def traceable(model: torch.nn.Module, task: str, pooling: str | None = None) -> 
     """Wrap a Hugging Face model so that ``forward(input_ids, attention_mask[, token_type_ids])``
     returns a tensor.
 
-    Classification tasks return logits (per token for token classification); feature
+    Classification tasks return logits (per token for token classification); question
+    answering returns the start and end logits stacked, ``[batch, sequence, 2]``; feature
     extraction returns pooled, L2-normalised embeddings (pooling inside the graph, so the
     server does no per-token work).
     """
@@ -103,10 +104,36 @@ def traceable(model: torch.nn.Module, task: str, pooling: str | None = None) -> 
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
 
+    class _Spans(_Logits):
+        def forward(
+            self,
+            input_ids: torch.Tensor,
+            attention_mask: torch.Tensor,
+            token_type_ids: torch.Tensor | None = None,
+        ) -> torch.Tensor:
+            extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+            start, end = self.inner(
+                input_ids=input_ids, attention_mask=attention_mask, return_dict=False, **extra
+            )[:2]
+            return torch.stack((start, end), dim=-1)
+
     model = model.eval()
+    if task == "question-answering":
+        return _Spans(model).eval()
     if task == "feature-extraction":
         return _Pooled(model, pooling or "mean").eval()
     return _Logits(model).eval()
+
+
+def task_parameters(
+    task: str, sequence_lengths: Sequence[int], doc_stride: int | None = None
+) -> dict[str, int]:
+    """The manifest's shape parameters of ``task``: ``doc_stride`` for question answering."""
+    if task != "question-answering":
+        return {}
+    largest = max(sequence_lengths)
+    stride = min(128 if doc_stride is None else doc_stride, largest // 2)
+    return {"doc_stride": stride}
 
 
 def example_inputs(
@@ -137,11 +164,14 @@ def compile_artifact(
     cores_per_model: int = 1,
     compiler_args: Sequence[str] = (),
     pooling: str | None = None,
+    doc_stride: int | None = None,
 ) -> Manifest:
     """Trace ``model`` once per (batch size, bucket) into ``model_dir/compiled``; write manifest.
 
     ``batch_sizes`` are the batch sizes to compile (see ``plan_batch_sizes``); without them,
     ``batch_size`` alone. The manifest is written last: an artifact with a manifest is complete.
+    ``doc_stride`` (question answering): the tokens two windows of a long context share when
+    served, default 128, at most half the largest bucket.
     """
     if batch_sizes is None:
         if batch_size is None:
@@ -188,6 +218,7 @@ def compile_artifact(
         target=backend.target(),
         compiler_args=tuple(compiler_args),
         pooling=pooling if task == "feature-extraction" else None,
+        task_parameters=task_parameters(task, lengths, doc_stride),
     )
     write_manifest(model_dir, manifest)
     return manifest

@@ -82,6 +82,13 @@ class CompileHyperparameters:
     compiler_args: str = hp("", "str", "neuronx-cc flags (default: bf16 matmult auto-cast)")
     task: str = hp("", "str", "task; default: from the checkpoint's architecture")
     pooling: str = hp("mean", "str", "feature-extraction pooling", choices=("mean", "cls"))
+    doc_stride: int = hp(
+        128,
+        "int",
+        "question-answering: tokens two windows of a long context share when served (at most "
+        "half the largest bucket)",
+        minimum=0,
+    )
     cores_per_model: int = hp(
         1,
         "int",
@@ -129,6 +136,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--task", choices=TASKS, default=None, help="default: from config")
     parser.add_argument("--pooling", choices=("mean", "cls"), default=None)
+    parser.add_argument(
+        "--doc-stride", type=int, default=None, help="question-answering window overlap (128)"
+    )
     parser.add_argument("--cores-per-model", type=int, default=None)
     parser.add_argument(
         "--target",
@@ -264,6 +274,7 @@ def compile_checkpoint(
             cores_per_model=settings.cores_per_model,
             compiler_args=args,
             pooling=settings.pooling if task == "feature-extraction" else None,
+            doc_stride=settings.doc_stride if task == "question-answering" else None,
         )
 
 

@@ -72,6 +72,8 @@ class Manifest:
             (the CPU backend's one copy of the weights).
         target: hardware the graphs were compiled for ("cpu", "inf2", "trn1", ...).
         compiler_args: the compiler flags used (Neuron), for the record.
+        task_parameters: shape parameters of the task that serving follows (question
+            answering: ``doc_stride``, the tokens two windows of a long context share).
     """
 
     task: str
@@ -87,6 +89,7 @@ class Manifest:
     compiler_args: tuple[str, ...] = ()
     pooling: str | None = None
     batch_sizes: tuple[int, ...] = ()
+    task_parameters: Mapping[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -130,6 +133,7 @@ class Manifest:
             data[key] = list(data[key])
         data["versions"] = dict(self.versions)
         data["files"] = dict(self.files)
+        data["task_parameters"] = dict(self.task_parameters)
         return data
 
     @classmethod
@@ -157,6 +161,7 @@ class Manifest:
                 pooling=data.get("pooling"),
                 # Format 1 has one batch size: batch_size, the default.
                 batch_sizes=tuple(int(x) for x in data.get("batch_sizes") or ()),
+                task_parameters=dict(data.get("task_parameters") or {}),
                 format_version=version,
             )
         except (KeyError, TypeError, ValueError) as err:

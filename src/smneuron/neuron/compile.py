@@ -73,6 +73,7 @@ def compile_command(
     cores_per_model: int = 1,
     batch_sizes: Sequence[int] | None = None,
     python: str = sys.executable,
+    doc_stride: int | None = None,
 ) -> list[str]:
     """The child's command line (``smneuron compile`` options plus ``--cpu-backend``)."""
     return [
@@ -97,6 +98,7 @@ def compile_command(
         shlex.join(compiler_args),
         "--cores-per-model",
         str(cores_per_model),
+        *(["--doc-stride", str(doc_stride)] if doc_stride is not None else []),
         "--cpu-backend",
     ]
 
@@ -113,6 +115,7 @@ def compile_in_child(
     cores_per_model: int = 1,
     batch_sizes: Sequence[int] | None = None,
     timeout_s: float | None = None,
+    doc_stride: int | None = None,
 ) -> None:
     """Run ``compile_command`` in a ``compile_env`` child; its failure is an ArtifactError."""
     command = compile_command(
@@ -124,6 +127,7 @@ def compile_in_child(
         sequence_lengths=sequence_lengths,
         compiler_args=compiler_args,
         cores_per_model=cores_per_model,
+        doc_stride=doc_stride,
     )
     log.info("compiling the serving artifact in a clean child: %s", " ".join(command))
     done = subprocess.run(command, env=compile_env(environ), timeout=timeout_s, check=False)

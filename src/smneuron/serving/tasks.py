@@ -25,11 +25,15 @@ class Head:
         problem_type: ``config.problem_type`` (regression, single_label_classification,
             multi_label_classification) or None.
         tokenizer: the artifact's tokenizer (token classification turns ids back into words).
+        sequence_lengths: the compiled buckets (question answering windows the largest).
+        task_parameters: the manifest's shape parameters of the task (e.g. ``doc_stride``).
     """
 
     labels: tuple[str, ...] = ()
     problem_type: str | None = None
     tokenizer: Any = None
+    sequence_lengths: tuple[int, ...] = ()
+    task_parameters: Mapping[str, Any] = field(default_factory=dict)
 
     def label(self, index: int) -> str:
         return self.labels[index] if index < len(self.labels) else f"LABEL_{index}"
@@ -40,13 +44,15 @@ class Item:
     """One tokenized input: its text and the tokens the graph ran on (before padding).
 
     ``offsets`` (character spans per token) and ``special`` (1 for [CLS], [SEP]...) are
-    filled for the tasks that ask for them (``Task.offsets``).
+    filled for the tasks that ask for them (``Task.offsets``). ``windows``: question
+    answering's windows of the context (``text``), one graph row each (``Task.questions``).
     """
 
     text: str
     ids: Sequence[int]
     offsets: Sequence[tuple[int, int]] | None = None
     special: Sequence[int] | None = None
+    windows: Sequence[Any] | None = None
 
 
 Options = dict[str, Any]
@@ -65,6 +71,8 @@ class Task:
         offsets: needs character offsets and the special-tokens mask from the tokenizer.
         similarity: answers ``{"source_sentence", "sentences"}`` requests (its answers are
             embeddings, compared by ``similarities``).
+        questions: answers ``{"question", "context"}`` inputs; each runs as one or more
+            windows, and ``postprocess`` gets the list of their graph rows.
     """
 
     name: str
@@ -74,6 +82,7 @@ class Task:
     pairs: bool = False
     offsets: bool = False
     similarity: bool = False
+    questions: bool = False
 
 
 def check_known(task: str, parameters: Mapping[str, Any], accepted: Sequence[str]) -> None:
@@ -224,6 +233,26 @@ def token_classification(
     return entities.entities(tokens, options, head.label, head.tokenizer)
 
 
+# --------------------------------------------------------------------------------------------
+# question-answering (windows and span selection: smneuron.serving.qa)
+
+
+def read_question_answering(parameters: Mapping[str, Any], head: Head) -> Options:
+    from smneuron.serving import qa
+
+    largest = head.sequence_lengths[-1] if head.sequence_lengths else 0
+    return qa.read_options(parameters, largest, head.task_parameters.get("doc_stride"))
+
+
+def question_answering(
+    rows: Sequence[Sequence[Sequence[float]]], item: Item, head: Head, options: Options
+) -> Any:
+    """The best ``{"answer", "score", "start", "end"}`` over the context's windows."""
+    from smneuron.serving import qa
+
+    return qa.answer(rows, item.windows or (), item.text, options)
+
+
 TASKS: dict[str, Task] = {
     "text-classification": Task(
         "text-classification",
@@ -237,6 +266,12 @@ TASKS: dict[str, Task] = {
         read_token_classification,
         token_classification,
         offsets=True,
+    ),
+    "question-answering": Task(
+        "question-answering",
+        read_question_answering,
+        question_answering,
+        questions=True,
     ),
     "feature-extraction": Task(
         "feature-extraction",

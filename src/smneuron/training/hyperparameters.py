@@ -22,7 +22,7 @@ from smneuron.typed import (
     parse_hyperparameters,
 )
 
-TASKS = ("text-classification", "token-classification")
+TASKS = ("text-classification", "token-classification", "question-answering")
 DATA_FORMATS = ("auto", "csv", "jsonl", "parquet")
 
 
@@ -61,6 +61,23 @@ class TrainingHyperparameters:
         "ner_tags",
         "str",
         "token-classification: column with one tag per word (BIO names, or ids into labels)",
+    )
+    question_column: str = hp("question", "str", "question-answering: column with the question")
+    context_column: str = hp(
+        "context", "str", "question-answering: column with the text that holds the answer"
+    )
+    answers_column: str = hp(
+        "answers",
+        "str",
+        'question-answering: column with the answers in SQuAD form, {"text": [...], '
+        '"answer_start": [...]} (CSV: as JSON)',
+    )
+    doc_stride: int = hp(
+        128,
+        "int",
+        "question-answering: tokens two windows of a long context share, in training and "
+        "when served (at most half of max_seq_length / of the largest bucket)",
+        minimum=0,
     )
     labels: tuple[str, ...] = hp(
         (),

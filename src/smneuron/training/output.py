@@ -80,6 +80,7 @@ def write_artifact(
                 backend=backend,
                 cores_per_model=hps.cores_per_model,
                 compiler_args=compiler_args,
+                doc_stride=hps.doc_stride if hps.task == "question-answering" else None,
             )
             log.info("compiled artifact (%s) in %.1fs", backend.name, time.monotonic() - started)
         with flag.deferring():  # never leave /opt/ml/model half-moved
@@ -109,6 +110,7 @@ def _compile_neuron_in_child(staging: Path, hps: TrainingHyperparameters, labels
         sequence_lengths=hps.sequence_lengths,
         compiler_args=args,
         cores_per_model=hps.cores_per_model,
+        doc_stride=hps.doc_stride if hps.task == "question-answering" else None,
     )
     log.info(
         "compiled artifact (neuron, %s labels) in %.1fs", len(labels), time.monotonic() - started

@@ -19,7 +19,7 @@ from typing import Any
 from smneuron.env import ENV, remote_code_hint
 from smneuron.errors import ConfigurationError
 from smneuron.job import TrainingEnv
-from smneuron.training import tokens
+from smneuron.training import qa, tokens
 from smneuron.training.checkpoints import (
     Terminated,
     TerminationFlag,
@@ -42,6 +42,7 @@ PRECOMPILE_MIN_STEPS = 3
 MODEL_CLASSES = {
     "text-classification": "AutoModelForSequenceClassification",
     "token-classification": "AutoModelForTokenClassification",
+    "question-answering": "AutoModelForQuestionAnswering",
 }
 # Trainer log keys renamed in the key=value lines (metric_definitions regexes rely on them).
 RENAMED = {"loss": "train_loss"}
@@ -239,7 +240,18 @@ def train(
     source = resolve_model_source(hps, env.channels)
     _quiet_datasets()
     with tempfile.TemporaryDirectory(prefix="smneuron-data-") as cache:
-        if hps.task == "token-classification":
+        if hps.task == "question-answering":
+            splits = qa.load_qa_splits(
+                env.channels,
+                train_channel=hps.train_channel,
+                validation_channel=hps.validation_channel,
+                question_column=hps.question_column,
+                context_column=hps.context_column,
+                answers_column=hps.answers_column,
+                data_format=hps.data_format,
+                cache_dir=Path(cache),
+            )
+        elif hps.task == "token-classification":
             splits = tokens.load_token_splits(
                 env.channels,
                 train_channel=hps.train_channel,
@@ -281,7 +293,11 @@ def _fit(
     precompile_run = _start_neuron_process() if on_neuron else False
     log.info("pretrained model: %s; labels: %s", source, ", ".join(labels))
     tokenizer, model = load_pretrained(source, labels, hps, trust_remote_code=env.trust_remote_code)
-    if hps.task == "token-classification":
+    metrics_fn = None
+    if hps.task == "question-answering":  # windows of the context; EM/F1 read their offsets
+        tokenized, windows = qa.tokenize_qa(splits, tokenizer, hps.max_seq_length, hps.doc_stride)
+        metrics_fn = qa.metrics_for(windows) if windows is not None else None
+    elif hps.task == "token-classification":
         tokenized = tokens.tokenize_words(splits, tokenizer, hps.max_seq_length)
     else:
         tokenized = tokenize(splits, tokenizer, hps)
@@ -293,7 +309,16 @@ def _fit(
             scratch = tempfile.TemporaryDirectory(prefix="smneuron-precompile-")
             output_dir = Path(stack.enter_context(scratch))
         trainer = _make_trainer(
-            model, tokenizer, tokenized, hps, flag, output_dir, on_neuron, precompile_run, labels
+            model,
+            tokenizer,
+            tokenized,
+            hps,
+            flag,
+            output_dir,
+            on_neuron,
+            precompile_run,
+            labels,
+            metrics_fn,
         )
         resume = None if precompile_run else latest_checkpoint(paths.checkpoints)
         seconds = _run(trainer, resume, flag)
@@ -332,6 +357,7 @@ def _make_trainer(
     on_neuron: bool,
     precompile_run: bool,
     labels: tuple[str, ...] = (),
+    metrics_fn: Any = None,
 ) -> Any:
     """The Trainer with our callbacks (key=value metrics, SIGTERM checkpoint), atomic
     checkpoints and evaluation abandoned on SIGTERM (``trainer_class``)."""
@@ -357,7 +383,7 @@ def _make_trainer(
         eval_dataset=tokenized.get("validation") if evaluate else None,
         processing_class=tokenizer,
         data_collator=data_collator(tokenizer, hps, static_shapes=on_neuron),
-        compute_metrics=metrics_function(hps, labels) if evaluate else None,
+        compute_metrics=(metrics_fn or metrics_function(hps, labels)) if evaluate else None,
         callbacks=[metrics_callback(), checkpoint_callback(flag)],
     )
     trainer.remove_callback(PrinterCallback)  # it prints raw dicts; we log key=value lines
@@ -408,11 +434,19 @@ def load_pretrained(
             source, local_files_only=local_only, trust_remote_code=trust_remote_code
         )
         auto = MODEL_CLASSES[hps.task]
+        # Question answering has no labels: its head is start and end logits (2 outputs).
+        head = (
+            {
+                "num_labels": len(labels),
+                "id2label": dict(enumerate(labels)),
+                "label2id": {name: i for i, name in enumerate(labels)},
+            }
+            if labels
+            else {}
+        )
         model = getattr(transformers, auto).from_pretrained(
             source,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={name: i for i, name in enumerate(labels)},
+            **head,
             ignore_mismatched_sizes=True,
             local_files_only=local_only,
             trust_remote_code=trust_remote_code,
