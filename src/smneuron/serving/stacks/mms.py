@@ -248,5 +248,3 @@ def mms_server(settings: ServingSettings, runtime_dir: Path, layout: Layout) -> 
         upstream=Upstream(f"127.0.0.1:{inference_port}", f"/predictions/{MODEL_NAME}", 32),
         after_start=register,
     )
-
-
