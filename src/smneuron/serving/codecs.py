@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from smneuron.errors import ClientError, NotAcceptable, UnsupportedContentType
+from smneuron.serving import choices as choice_inputs
 
 JSON = "application/json"
 JSONLINES = "application/jsonlines"
@@ -29,6 +30,8 @@ class Inputs:
             then has the Hugging Face pipeline's shape for a lone input.
         similarity: a sentence-similarity request (``{"source_sentence", "sentences"}``):
             ``texts[0]`` is the source sentence, ``texts[1:]`` the sentences to score.
+        choices: multiple choice (``{"context", "choices"}``): each input's choices, with
+            its context in ``texts``; ``None`` for other requests.
     """
 
     texts: list[str]
@@ -36,6 +39,7 @@ class Inputs:
     pairs: list[str | None] | None = None
     single: bool = False
     similarity: bool = False
+    choices: list[list[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,8 @@ SIMILARITY_KEYS = ("source_sentence", "sentences")
 SIMILARITY_FORM = '{"source_sentence": string, "sentences": [string, ...]}'
 INPUTS_FORMS = (
     'a string, {"text": ..., "text_pair": ...}, or a non-empty list of strings or of such '
-    f"objects; for sentence similarity {SIMILARITY_FORM}"
+    f"objects; for sentence similarity {SIMILARITY_FORM}; for multiple choice "
+    f"{choice_inputs.FORM} or a list of them"
 )
 
 
@@ -159,6 +164,10 @@ def inputs_from(value: Any, where: str = '"inputs"') -> Inputs:
         return Inputs(check_texts([value], where), single=True)
     if is_similarity(value):
         return _similarity(value, where)
+    if choice_inputs.is_choice(value):
+        context, options = choice_inputs.parse(value, where)
+        check_texts(options, f"{where} choices")
+        return Inputs(check_texts([context], where), single=True, choices=[options])
     if isinstance(value, dict):
         text, pair = _pair(value, where)
         return Inputs(check_texts([text], where), pairs=[pair], single=True)
@@ -166,6 +175,8 @@ def inputs_from(value: Any, where: str = '"inputs"') -> Inputs:
         raise ClientError(f"{where} must be {INPUTS_FORMS}")
     if all(isinstance(item, str) for item in value):
         return Inputs(check_texts(list(value), where))
+    if any(choice_inputs.is_choice(item) for item in value):
+        return _choices(value, where)
     texts: list[str] = []
     pairs: list[str | None] = []
     for index, item in enumerate(value):
@@ -184,6 +195,21 @@ def inputs_from(value: Any, where: str = '"inputs"') -> Inputs:
         pairs.append(pair)
     check_texts([p for p in pairs if p is not None], f"{where} text_pair")
     return Inputs(check_texts(texts, where), pairs=pairs)
+
+
+def _choices(value: list[Any], where: str) -> Inputs:
+    """A list of multiple-choice objects (and nothing else)."""
+    contexts, options = [], []
+    for index, item in enumerate(value):
+        if not choice_inputs.is_choice(item):
+            raise ClientError(
+                f"{where}[{index}]: a list of multiple-choice inputs holds only "
+                f"{choice_inputs.FORM} objects"
+            )
+        context, listed = choice_inputs.parse(item, f"{where}[{index}]")
+        contexts.append(context)
+        options.append(check_texts(listed, f"{where}[{index}] choices"))
+    return Inputs(check_texts(contexts, where), choices=options)
 
 
 def _json_value(text: str, where: str) -> Any:

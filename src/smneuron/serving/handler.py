@@ -144,7 +144,9 @@ def default_predict_fn(data: Any, model: CompiledModel, context: Context) -> Any
     inputs = as_inputs(data)
     codecs.check_texts(inputs.texts)
     # Only a similarity request passes the flag: a user model_fn's model need not know it.
-    extra = {"similarity": True} if inputs.similarity else {}
+    extra: dict[str, Any] = {"similarity": True} if inputs.similarity else {}
+    if inputs.choices is not None:  # the same: only a multiple-choice request passes choices
+        extra["choices"] = inputs.choices
     prediction = model.predict(
         inputs.texts,
         inputs.parameters,

@@ -18,6 +18,7 @@ from smneuron.artifact.manifest import (
 )
 from smneuron.env import remote_code_hint
 from smneuron.errors import ArtifactError, ClientError, PayloadTooLarge
+from smneuron.serving import choices, masks
 from smneuron.serving.batcher import DynamicBatcher, Run
 from smneuron.serving.shapes import choose_batch, choose_bucket
 from smneuron.serving.tasks import Head, Item, similarities, task_for
@@ -126,7 +127,13 @@ class CompiledModel:
                 f"{manifest.task} needs a fast tokenizer (character offsets); the artifact's "
                 "tokenizer is a slow one: save the checkpoint with its tokenizer.json"
             )
-        self.head = Head(manifest.labels, (config or {}).get("problem_type"), self.tokenizer)
+        self.head = Head(
+            manifest.labels,
+            (config or {}).get("problem_type"),
+            self.tokenizer,
+            max_masks=manifest.max_masks or 1,
+            choices=manifest.choices,
+        )
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.batcher = DynamicBatcher(
             self._run_batch,
@@ -147,16 +154,26 @@ class CompiledModel:
                 row.append(ids + [self.pad_id] * fill)
             elif name == "attention_mask":
                 row.append([1] * len(ids) + [0] * fill)
+            elif name == masks.MASK_POSITIONS:  # fill-mask: [max_masks], not [bucket]
+                mask = self.tokenizer.mask_token_id
+                row.append(masks.positions(ids, -1 if mask is None else mask, self.head.max_masks))
             else:  # token_type_ids: the tokenizer's, else the first segment's
                 values = list(encoded.get(name) or [0] * len(ids))
                 row.append(values + [0] * fill)
         return tuple(row)
 
-    def _run_batch(self, bucket: int, rows: list[tuple[list[int], ...]]) -> Run:
+    def _filler(self, bucket: int, ids: Sequence[int] = ()) -> tuple[Any, ...]:
+        """A row of ``ids`` (padding by default), ``[choices, bucket]`` for multiple choice."""
+        row = self._padded({"input_ids": list(ids)}, bucket)
+        if self.manifest.choices:
+            return tuple([part] * self.manifest.choices for part in row)
+        return row
+
+    def _run_batch(self, bucket: int, rows: list[tuple[Any, ...]]) -> Run:
         import torch
 
         size = choose_batch(len(rows), self.manifest.batch_sizes)
-        filler = self._padded({"input_ids": []}, bucket)
+        filler = self._filler(bucket)
         batch = rows + [filler] * (size - len(rows))
         tensors = [
             torch.tensor([row[i] for row in batch], dtype=torch.long) for i in range(len(filler))
@@ -169,8 +186,8 @@ class CompiledModel:
         return Run(
             output[: len(rows)].float().tolist(),
             graph_batch=size,
-            real_tokens=sum(sum(row[mask]) for row in rows),
-            computed_tokens=size * bucket,
+            real_tokens=sum(_count(row[mask]) for row in rows),
+            computed_tokens=size * bucket * (self.manifest.choices or 1),
         )
 
     def check_inputs(self, texts: list[str]) -> list[str]:
@@ -238,7 +255,37 @@ class CompiledModel:
                 encoded.get("offset_mapping"),
                 encoded.get("special_tokens_mask"),
             )
+            if self.task.check is not None:
+                self.task.check(index, item, self.head)
             rows.append((bucket, self._padded(encoded, bucket), item))
+        return rows
+
+    def encode_choices(
+        self, contexts: list[str], options: Sequence[Sequence[str]]
+    ) -> list[tuple[int, tuple[Any, ...], Item]]:
+        """Multiple choice: one ``[choices, bucket]`` row per (context, choices) input."""
+        if len(options) != len(contexts):
+            raise ClientError(f"{len(contexts)} contexts but {len(options)} lists of choices")
+        for index, listed in enumerate(options):
+            choices.check_count(index, listed, self.manifest.choices)
+        flat = [text for listed in options for text in listed]
+        if len(contexts) * (self.manifest.choices or 1) > self.limits.max_inputs:
+            self.check_inputs(contexts * (self.manifest.choices or 1))  # the 413 names the count
+        contexts = self.check_inputs(contexts)
+        flat = self.check_inputs(flat)
+        largest = self.manifest.sequence_lengths[-1]
+        rows = []
+        start = 0
+        for context, listed in zip(contexts, options, strict=True):
+            kept = flat[start : start + len(listed)]
+            start += len(listed)
+            encoded = choices.encode(self.tokenizer, context, kept, None)
+            longest = max(len(ids) for ids in encoded["input_ids"])
+            bucket = choose_bucket(longest, self.manifest.sequence_lengths, self.overflow)
+            if longest > largest:
+                encoded = choices.encode(self.tokenizer, context, kept, largest)
+            row = choices.padded(encoded, self.manifest.input_names, bucket, self.pad_id)
+            rows.append((bucket, row, Item(context, encoded["input_ids"][0])))
         return rows
 
     def predict(
@@ -250,6 +297,7 @@ class CompiledModel:
         single: bool = False,
         similarity: bool = False,
         deadline: float | None = None,
+        choices: Sequence[Sequence[str]] | None = None,
     ) -> Prediction:
         """Run ``texts`` (with their ``pairs``); ``deadline`` (``time.monotonic()``) defaults
         to now + the limit's. ``single``: the request held one input, so the answer takes the
@@ -268,13 +316,31 @@ class CompiledModel:
                 f'{self.manifest.task} does not answer sentence similarity ({{"source_sentence", '
                 '"sentences"}): that needs a feature-extraction artifact'
             )
+        if self.task.needs_pairs and (pairs is None or any(pair is None for pair in pairs)):
+            raise ClientError(
+                f'{self.manifest.task} takes text pairs: {{"text": string, "text_pair": '
+                "string}, or a list of them; an input has no second text"
+            )
+        if choices is not None and not self.task.choices:
+            raise ClientError(
+                f'{self.manifest.task} takes texts, not {{"context", "choices"}} multiple-choice '
+                "inputs: that needs a multiple-choice artifact"
+            )
+        if self.task.choices and choices is None:
+            raise ClientError(
+                f"multiple-choice takes {choice_form()}, or a list of them "
+                f"({self.manifest.choices} choices each)"
+            )
         if similarity and len(texts) < 2:
             raise ClientError("sentence similarity needs a source sentence and ≥ 1 sentence")
         if not texts:
             return Prediction(results=[], timings={}, batch_sizes=[])
         if deadline is None:
             deadline = started + self.limits.deadline_s
-        encoded = self.encode(texts, pairs)
+        if choices is not None:
+            encoded = self.encode_choices(texts, choices)
+        else:
+            encoded = self.encode(texts, pairs)
         tokenized = time.monotonic()
         futures = self.batcher.submit_many([(bucket, row) for bucket, row, _ in encoded], deadline)
         outputs = self.batcher.wait(futures, deadline)
@@ -287,6 +353,8 @@ class CompiledModel:
             results = similarities(results[0], results[1:])
         elif single and len(results) == 1:
             results = self.task.lone(results[0], pairs is not None, options)
+        elif self.task.unwrap_one and len(results) == 1:
+            results = results[0]
         forward = max(out.forward_s for out in outputs)
         queued = max(out.queued_s for out in outputs)
         return Prediction(
@@ -310,7 +378,7 @@ class CompiledModel:
         dropped from the batcher's stats (they are not traffic).
         """
         for size, bucket in self.manifest.graphs():
-            row = self._padded({"input_ids": [self.pad_id]}, bucket)
+            row = self._filler(bucket, [self.pad_id])
             times = []
             for _ in range(WARM_UP_RUNS):
                 started = time.monotonic()
@@ -335,6 +403,15 @@ class CompiledModel:
 
     def close(self) -> None:
         self.batcher.close()
+
+
+def _count(values: Sequence[Any]) -> int:
+    """The sum of a (nested, for multiple choice) attention mask."""
+    return sum(_count(value) if isinstance(value, list) else value for value in values)
+
+
+def choice_form() -> str:
+    return choices.FORM
 
 
 def load_compiled(
