@@ -65,7 +65,7 @@ def write_artifact(
         tokenizer.save_pretrained(staging)
         name = backend_name if hps.compile else None
         if name == "neuron":  # in a clean child process, with exactly the recorded flags
-            _compile_neuron_in_child(staging, hps, labels)
+            _compile_neuron_in_child(staging, hps, labels, shape_arguments(model, hps))
         elif name is not None:
             backend = get_backend(name)
             compiler_args = hps.compiler_arg_list
@@ -80,6 +80,7 @@ def write_artifact(
                 backend=backend,
                 cores_per_model=hps.cores_per_model,
                 compiler_args=compiler_args,
+                **shape_arguments(model, hps),
             )
             log.info("compiled artifact (%s) in %.1fs", backend.name, time.monotonic() - started)
         with flag.deferring():  # never leave /opt/ml/model half-moved
@@ -89,7 +90,22 @@ def write_artifact(
     return paths.model
 
 
-def _compile_neuron_in_child(staging: Path, hps: TrainingHyperparameters, labels: tuple) -> None:
+def shape_arguments(model: Any, hps: TrainingHyperparameters) -> dict[str, int]:
+    """The task's extra static dimensions: fill-mask ``max_masks``, multiple-choice
+    ``choices`` (the training data's, in the model's config as ``num_choices``)."""
+    if hps.task == "fill-mask":
+        return {"max_masks": hps.max_masks}
+    if hps.task == "multiple-choice":
+        return {"choices": int(model.config.num_choices)}
+    return {}
+
+
+def _compile_neuron_in_child(
+    staging: Path,
+    hps: TrainingHyperparameters,
+    labels: tuple,
+    shape: Mapping[str, int] | None = None,
+) -> None:
     """Neuron: compile the saved checkpoint in a clean child (``smneuron.neuron.compile``)."""
     import os
 
@@ -109,6 +125,7 @@ def _compile_neuron_in_child(staging: Path, hps: TrainingHyperparameters, labels
         sequence_lengths=hps.sequence_lengths,
         compiler_args=args,
         cores_per_model=hps.cores_per_model,
+        **(shape or {}),
     )
     log.info(
         "compiled artifact (neuron, %s labels) in %.1fs", len(labels), time.monotonic() - started
