@@ -19,9 +19,7 @@ pytest.importorskip("datasets")
 @pytest.fixture(scope="module")
 def trained(opt_ml_factory, tiny_model_dir):
     opt_ml = opt_ml_factory("fill-mask")
-    return train_example(
-        opt_ml, tiny_model_dir, "fill-mask", {"task": "fill-mask", "max_masks": 2}
-    )
+    return train_example(opt_ml, tiny_model_dir, "fill-mask", {"task": "fill-mask", "max_masks": 2})
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +92,9 @@ def test_training_logs_the_perplexity_and_writes_a_fill_mask_artifact(trained):
 )
 def test_served_answers_equal_the_pipelines(served, inputs, parameters):
     handler, pipe = served
-    assert_same(ask(handler, {"inputs": inputs, "parameters": parameters}), pipe(inputs, **parameters))
+    assert_same(
+        ask(handler, {"inputs": inputs, "parameters": parameters}), pipe(inputs, **parameters)
+    )
 
 
 def test_one_mask_answers_a_list_several_masks_a_list_per_mask(served):

@@ -118,7 +118,12 @@ def test_a_list_of_inputs_answers_one_object_each_as_the_model_does(served):
     [
         ({"inputs": {"context": "q", "choices": ["a", "b"]}}, ["2 choices", "exactly 3"]),
         (
-            {"inputs": [{"context": "q", "choices": ["a", "b", "c"]}, {"context": "q", "choices": ["a", "b", "c", "d"]}]},
+            {
+                "inputs": [
+                    {"context": "q", "choices": ["a", "b", "c"]},
+                    {"context": "q", "choices": ["a", "b", "c", "d"]},
+                ]
+            },
             ["input 1 has 4 choices", "exactly 3"],
         ),
         ({"inputs": "just a text"}, ["multiple-choice takes", '"choices"', "3 choices"]),
@@ -188,7 +193,10 @@ def test_each_format_gives_contexts_choices_and_label_indexes(opt_ml, name, cont
 @pytest.mark.parametrize(
     "rows, words",
     [
-        ([ROWS[0], {**ROWS[1], "choices": ["a", "b", "c"]}], ["row 2", "3 choices", "first row has 2"]),
+        (
+            [ROWS[0], {**ROWS[1], "choices": ["a", "b", "c"]}],
+            ["row 2", "3 choices", "first row has 2"],
+        ),
         ([{**ROWS[0], "label": 2}], ["label 2", "0 to 1"]),
         ([{**ROWS[0], "choices": ["only one"]}], ["at least 2"]),
         ([{**ROWS[0], "choices": "bread honey"}], ["not a JSON array"]),

@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from smneuron.artifact.backends import Backend
 from smneuron.artifact.manifest import Manifest, compiled_name, graph_key, write_manifest
@@ -129,8 +129,13 @@ def masked_scores(model: torch.nn.Module) -> torch.nn.Module:
     """
     import torch
 
-    head = getattr(model, "cls", None) or getattr(model, "lm_head", None)
-    split = isinstance(head, torch.nn.Module) and getattr(model, "base_model", model) is not model
+    names = [
+        name
+        for name in ("cls", "lm_head")
+        if isinstance(getattr(model, name, None), torch.nn.Module)
+    ]
+    split = bool(names) and getattr(model, "base_model", model) is not model
+    head_name = names[0] if split else ""
 
     class _MaskScores(torch.nn.Module):
         def __init__(self, inner: torch.nn.Module) -> None:
@@ -144,10 +149,12 @@ def masked_scores(model: torch.nn.Module) -> torch.nn.Module:
             mask_positions: torch.Tensor,
         ) -> torch.Tensor:
             if split:
-                hidden = self.inner.base_model(
+                encoder: Any = self.inner.base_model
+                hidden = encoder(
                     input_ids=input_ids, attention_mask=attention_mask, return_dict=False
                 )[0]
                 index = mask_positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
+                head: Any = getattr(self.inner, head_name)
                 logits = head(torch.gather(hidden, 1, index))
             else:
                 every = self.inner(

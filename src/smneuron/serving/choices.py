@@ -47,8 +47,7 @@ def parse(value: dict[str, Any], where: str) -> tuple[str, list[str]]:
         or not all(isinstance(choice, str) for choice in choices)
     ):
         raise ClientError(
-            f'{where}: "choices" must be a list of at least 2 strings; multiple choice takes '
-            f"{FORM}"
+            f'{where}: "choices" must be a list of at least 2 strings; multiple choice takes {FORM}'
         )
     return context, list(choices)
 

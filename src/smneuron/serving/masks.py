@@ -96,7 +96,7 @@ def check(index: int, ids: Sequence[int], tokenizer: Any, max_masks: int) -> Non
     if count == 0:
         raise ClientError(
             f"input {index} has no mask token {tokenizer.mask_token}: fill-mask predicts the "
-            f"token at each {tokenizer.mask_token} (e.g. \"Paris is the {tokenizer.mask_token} "
+            f'token at each {tokenizer.mask_token} (e.g. "Paris is the {tokenizer.mask_token} '
             'of France.")'
         )
     if count > max_masks:

@@ -306,9 +306,7 @@ TASKS: dict[str, Task] = {
     "fill-mask": Task(
         "fill-mask", read_fill_mask, fill_mask, check=check_fill_mask, unwrap_one=True
     ),
-    "multiple-choice": Task(
-        "multiple-choice", read_multiple_choice, multiple_choice, choices=True
-    ),
+    "multiple-choice": Task("multiple-choice", read_multiple_choice, multiple_choice, choices=True),
     "next-sentence-prediction": Task(
         "next-sentence-prediction",
         read_next_sentence,

@@ -69,6 +69,7 @@ def write_artifact(
         elif name is not None:
             backend = get_backend(name)
             compiler_args = hps.compiler_arg_list
+            shape = shape_arguments(model, hps)
             started = time.monotonic()
             compile_artifact(
                 staging,
@@ -80,7 +81,8 @@ def write_artifact(
                 backend=backend,
                 cores_per_model=hps.cores_per_model,
                 compiler_args=compiler_args,
-                **shape_arguments(model, hps),
+                max_masks=shape.get("max_masks"),
+                choices=shape.get("choices"),
             )
             log.info("compiled artifact (%s) in %.1fs", backend.name, time.monotonic() - started)
         with flag.deferring():  # never leave /opt/ml/model half-moved
