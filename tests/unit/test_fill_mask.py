@@ -76,6 +76,35 @@ def test_training_logs_the_perplexity_and_writes_a_fill_mask_artifact(trained):
     assert config["architectures"] == ["BertForMaskedLM"]
 
 
+def test_the_graph_returns_the_vocabulary_scores_at_the_mask_positions_only(trained):
+    import torch
+
+    from smneuron.artifact.manifest import read_manifest
+
+    manifest = read_manifest(trained.model_dir)
+    graph = torch.jit.load(str(manifest.graph_path(trained.model_dir, 32, 2)))
+    ones = torch.ones((2, 32), dtype=torch.long)
+    scores = graph(ones, ones, torch.tensor([[1, 3], [0, 0]]))
+    assert tuple(scores.shape) == (2, 2, config_vocab(trained))
+    assert scores.sum(-1).flatten().tolist() == pytest.approx([1.0] * 4, abs=1e-4)
+
+
+def config_vocab(trained) -> int:
+    return json.loads((trained.model_dir / "config.json").read_text())["vocab_size"]
+
+
+def test_smneuron_compile_takes_the_number_of_masks(trained, tmp_path):
+    from smneuron.artifact.backends import CpuBackend
+    from smneuron.artifact.job import CompileHyperparameters, compile_checkpoint
+    from smneuron.typed import parse_hyperparameters
+
+    settings = parse_hyperparameters(
+        CompileHyperparameters, {"batch_size": "1", "sequence_lengths": "16", "max_masks": "3"}
+    )
+    manifest = compile_checkpoint(trained.model_dir, tmp_path / "a", settings, backend=CpuBackend())
+    assert (manifest.task, manifest.max_masks) == ("fill-mask", 3)
+
+
 @pytest.mark.parametrize(
     "inputs, parameters",
     [

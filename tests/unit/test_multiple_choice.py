@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 from tasktraining import train_example
@@ -207,3 +209,43 @@ def test_bad_rows_are_data_errors_that_say_what_to_fix(opt_ml, rows, words):
     with pytest.raises(DataError) as caught:
         load(opt_ml)
     assert all(word in caught.value.message for word in words), caught.value.message
+
+
+def test_smneuron_compile_reads_the_number_of_choices_from_the_checkpoint(trained, tmp_path):
+    from smneuron.artifact.backends import CpuBackend
+    from smneuron.artifact.job import CompileHyperparameters, compile_checkpoint
+    from smneuron.errors import ConfigurationError
+    from smneuron.typed import parse_hyperparameters
+
+    settings = parse_hyperparameters(
+        CompileHyperparameters, {"batch_size": "1", "sequence_lengths": "16"}
+    )
+    manifest = compile_checkpoint(trained.model_dir, tmp_path / "a", settings, backend=CpuBackend())
+    assert (manifest.task, manifest.choices) == ("multiple-choice", 3)
+    checkpoint = tmp_path / "bare"
+    shutil.copytree(trained.model_dir, checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text())
+    del config["num_choices"]
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigurationError, match="--choices N"):
+        compile_checkpoint(checkpoint, tmp_path / "b", settings, backend=CpuBackend())
+    four = parse_hyperparameters(
+        CompileHyperparameters, {"batch_size": "1", "sequence_lengths": "16", "choices": "4"}
+    )
+    assert compile_checkpoint(checkpoint, tmp_path / "c", four, backend=CpuBackend()).choices == 4
+
+
+def test_the_neuron_compile_child_gets_the_shape_flags():
+    from smneuron.neuron.compile import compile_command
+
+    command = compile_command(
+        Path("c"),
+        Path("o"),
+        task="multiple-choice",
+        batch_size=1,
+        sequence_lengths=(16,),
+        compiler_args=(),
+        choices=3,
+    )
+    assert command[command.index("--choices") + 1] == "3"
+    assert "--max-masks" not in command
