@@ -175,3 +175,42 @@ def test_a_text_column_that_is_missing_is_named(opt_ml):
     channels = {p.name: p for p in opt_ml.paths.data.iterdir()}
     with pytest.raises(DataError, match="'text' not found"):
         load_text_splits(channels, train_channel="train", validation_channel="", text_column="text")
+
+
+@pytest.mark.parametrize("architecture", ["BertForMaskedLM", "DistilBertForMaskedLM"])
+def test_the_graph_scores_equal_the_eager_models_softmax_at_the_masks(architecture):
+    """BERT's head runs on the gathered positions only; DistilBERT's (no single head module)
+    on every position, then the masks are gathered: both equal the eager model's softmax."""
+    import torch
+    import transformers
+
+    from smneuron.artifact.build import masked_scores
+
+    torch.manual_seed(0)
+    if architecture == "BertForMaskedLM":
+        config = transformers.BertConfig(
+            vocab_size=99,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=32,
+        )
+    else:
+        config = transformers.DistilBertConfig(
+            vocab_size=99,
+            dim=16,
+            n_layers=1,
+            n_heads=2,
+            hidden_dim=32,
+            max_position_embeddings=32,
+        )
+    model = getattr(transformers, architecture)(config).eval()
+    ids = torch.randint(5, 99, (2, 12))
+    mask = torch.ones_like(ids)
+    positions = torch.tensor([[3, 7], [0, 11]])
+    with torch.no_grad():
+        got = masked_scores(model)(ids, mask, positions)
+        logits = model(input_ids=ids, attention_mask=mask).logits
+    want = torch.stack([logits[row, positions[row]] for row in range(2)]).softmax(-1)
+    assert torch.allclose(got, want, atol=1e-6)

@@ -249,3 +249,21 @@ def test_the_neuron_compile_child_gets_the_shape_flags():
     )
     assert command[command.index("--choices") + 1] == "3"
     assert "--max-masks" not in command
+
+
+def test_every_choice_counts_against_the_input_limit(trained):
+    from smneuron.artifact.backends import CpuBackend
+    from smneuron.errors import PayloadTooLarge
+    from smneuron.serving.handler import Handler, WorkerInfo
+    from smneuron.serving.settings import ServingSettings
+
+    settings = ServingSettings.from_env(
+        {"SAGEMAKER_BASE_DIR": str(trained.opt_ml.base), "SMNEURON_MAX_INPUTS": "5"}
+    )
+    handler = Handler.load(trained.model_dir, WorkerInfo(0, None, settings, CpuBackend()))
+    body = {"inputs": [{"context": "q", "choices": ["a", "b", "c"]}] * 2}
+    try:
+        with pytest.raises(PayloadTooLarge, match="2 inputs with 6 choices"):
+            handler.invoke(json.dumps(body).encode(), "application/json", None)
+    finally:
+        handler.model.close()

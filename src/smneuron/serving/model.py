@@ -18,7 +18,8 @@ from smneuron.artifact.manifest import (
 )
 from smneuron.env import remote_code_hint
 from smneuron.errors import ArtifactError, ClientError, PayloadTooLarge
-from smneuron.serving import choices, masks
+from smneuron.serving import choices as choice_inputs
+from smneuron.serving import masks
 from smneuron.serving.batcher import DynamicBatcher, Run
 from smneuron.serving.shapes import choose_batch, choose_bucket
 from smneuron.serving.tasks import Head, Item, similarities, task_for
@@ -267,10 +268,14 @@ class CompiledModel:
         if len(options) != len(contexts):
             raise ClientError(f"{len(contexts)} contexts but {len(options)} lists of choices")
         for index, listed in enumerate(options):
-            choices.check_count(index, listed, self.manifest.choices)
+            choice_inputs.check_count(index, listed, self.manifest.choices)
         flat = [text for listed in options for text in listed]
-        if len(contexts) * (self.manifest.choices or 1) > self.limits.max_inputs:
-            self.check_inputs(contexts * (self.manifest.choices or 1))  # the 413 names the count
+        if len(flat) > self.limits.max_inputs:  # each choice is one sequence to run
+            raise PayloadTooLarge(
+                f"the request has {len(contexts)} inputs with {len(flat)} choices in all, above "
+                f"the limit of {self.limits.max_inputs} per request (SMNEURON_MAX_INPUTS); split "
+                "it into smaller requests"
+            )
         contexts = self.check_inputs(contexts)
         flat = self.check_inputs(flat)
         largest = self.manifest.sequence_lengths[-1]
@@ -279,12 +284,12 @@ class CompiledModel:
         for context, listed in zip(contexts, options, strict=True):
             kept = flat[start : start + len(listed)]
             start += len(listed)
-            encoded = choices.encode(self.tokenizer, context, kept, None)
+            encoded = choice_inputs.encode(self.tokenizer, context, kept, None)
             longest = max(len(ids) for ids in encoded["input_ids"])
             bucket = choose_bucket(longest, self.manifest.sequence_lengths, self.overflow)
             if longest > largest:
-                encoded = choices.encode(self.tokenizer, context, kept, largest)
-            row = choices.padded(encoded, self.manifest.input_names, bucket, self.pad_id)
+                encoded = choice_inputs.encode(self.tokenizer, context, kept, largest)
+            row = choice_inputs.padded(encoded, self.manifest.input_names, bucket, self.pad_id)
             rows.append((bucket, row, Item(context, encoded["input_ids"][0])))
         return rows
 
@@ -328,7 +333,7 @@ class CompiledModel:
             )
         if self.task.choices and choices is None:
             raise ClientError(
-                f"multiple-choice takes {choice_form()}, or a list of them "
+                f"multiple-choice takes {choice_inputs.FORM}, or a list of them "
                 f"({self.manifest.choices} choices each)"
             )
         if similarity and len(texts) < 2:
@@ -408,10 +413,6 @@ class CompiledModel:
 def _count(values: Sequence[Any]) -> int:
     """The sum of a (nested, for multiple choice) attention mask."""
     return sum(_count(value) if isinstance(value, list) else value for value in values)
-
-
-def choice_form() -> str:
-    return choices.FORM
 
 
 def load_compiled(
