@@ -103,7 +103,8 @@ def default_input_fn(input_data: bytes, content_type: str, context: Context) -> 
 
 PREDICT_INPUTS = (
     'a str, a list of str, {"inputs": str, {"text", "text_pair"} or a list of them, or '
-    '{"source_sentence", "sentences"}, "parameters": dict} or smneuron.serving.codecs.Inputs'
+    '{"source_sentence", "sentences"}, or {"context", "choices"} or a list of them, '
+    '"parameters": dict} or smneuron.serving.codecs.Inputs'
 )
 
 
