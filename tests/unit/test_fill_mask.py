@@ -214,3 +214,15 @@ def test_the_graph_scores_equal_the_eager_models_softmax_at_the_masks(architectu
         logits = model(input_ids=ids, attention_mask=mask).logits
     want = torch.stack([logits[row, positions[row]] for row in range(2)]).softmax(-1)
     assert torch.allclose(got, want, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "inputs", ["a [MASK] b", ["a [MASK]", "b [MASK] [MASK]"], "[MASK] and [MASK]"]
+)
+def test_csv_cannot_carry_the_nesting_and_is_a_406(served, inputs):
+    from smneuron.errors import NotAcceptable
+
+    handler, _ = served
+    body = json.dumps({"inputs": inputs}).encode()
+    with pytest.raises(NotAcceptable, match="application/json"):
+        handler.invoke(body, "application/json", "text/csv")

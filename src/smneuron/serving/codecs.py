@@ -377,6 +377,8 @@ def encode_csv(result: Any) -> bytes:
             row = list(_label_score(record))
         elif isinstance(record, list) and record and isinstance(record[0], dict):
             row = [value for entry in record for value in _label_score(entry)]
+        elif isinstance(record, list) and record and isinstance(record[0], list):
+            raise NotAcceptable(NESTED)
         elif isinstance(record, list):
             row = list(record)
         else:
@@ -386,13 +388,16 @@ def encode_csv(result: Any) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
+NESTED = (
+    "text/csv carries label,score rows and numbers; this task's answer is nested: ask for "
+    "application/json or application/jsonlines"
+)
+
+
 def _label_score(entry: Any) -> tuple[Any, Any]:
     if isinstance(entry, dict):
         if "label" not in entry:  # e.g. token-classification entities: not a flat row
-            raise NotAcceptable(
-                "text/csv carries label,score rows and numbers; this task's answer is "
-                "nested: ask for application/json or application/jsonlines"
-            )
+            raise NotAcceptable(NESTED)
         return entry.get("label"), entry.get("score")
     return entry, ""
 
