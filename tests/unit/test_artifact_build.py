@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -95,7 +97,7 @@ def test_one_graph_per_batch_size_and_bucket_each_matching_eager(tmp_path, class
     )
     assert (manifest.batch_sizes, manifest.batch_size) == ((1, 2, 4), 4)
     assert sorted(p.name for p in (tmp_path / "compiled").iterdir()) == sorted(
-        f"b{b}-seq{n}.pt" for b in (1, 2, 4) for n in (8, 16)
+        [f"b{b}-seq{n}.pt" for b in (1, 2, 4) for n in (8, 16)] + ["weights.safetensors"]
     )
     assert manifest.files["compiled"]["2x16"] == "compiled/b2-seq16.pt"
     check_files(tmp_path, manifest)
@@ -133,3 +135,117 @@ def test_a_batch_size_below_one_is_refused():
 
     with pytest.raises(ConfigurationError, match="batch sizes must be ≥ 1"):
         plan_batch_sizes(4, (0, 2))
+
+
+def _weight_pointers(graph):
+    """Where the tensors a frozen graph holds as constants live in memory."""
+    constants = graph.code_with_constants[1].const_mapping.values()
+    return frozenset(
+        t.data_ptr() for t in constants if isinstance(t, torch.Tensor) and t.numel() > 64
+    )
+
+
+def _param_bytes(model):
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def test_cpu_graphs_store_the_weights_once_and_share_them_when_loaded(tmp_path, classifier):
+    from smneuron.artifact.build import example_inputs, traceable
+
+    manifest = compile_artifact(
+        tmp_path,
+        classifier,
+        task="text-classification",
+        labels=["ham", "spam"],
+        batch_sizes=(1, 2, 4),
+        sequence_lengths=[8, 16],
+        backend=CpuBackend(),
+    )
+    compiled = tmp_path / "compiled"
+    weights = compiled / "weights.safetensors"
+    assert manifest.files["shared"] == ["compiled/weights.safetensors"]
+    # One copy of the parameters on disk; each graph file is only its code.
+    assert weights.stat().st_size >= _param_bytes(classifier)
+    graph_sizes = [p.stat().st_size for p in compiled.glob("*.pt")]
+    assert len(graph_sizes) == 6
+    inputs = example_inputs(4, 16, manifest.input_names)
+    whole = CpuBackend().trace(traceable(classifier, manifest.task), inputs)
+    torch.jit.save(whole, str(tmp_path / "whole.pt"))  # what a graph would be with its weights
+    without_weights = (tmp_path / "whole.pt").stat().st_size - 0.9 * _param_bytes(classifier)
+    assert max(graph_sizes) <= without_weights
+    # Loaded, every graph uses the same tensors, and gives the eager model's answer.
+    backend = CpuBackend()
+    graphs = {
+        key: backend.load(manifest.graph_path(tmp_path, key[1], key[0]))
+        for key in manifest.graphs()
+    }
+    in_every_graph = frozenset.intersection(*(_weight_pointers(g) for g in graphs.values()))
+    weights_count = sum(1 for p in classifier.parameters() if p.numel() > 64)
+    assert len(in_every_graph) >= weights_count > 0  # the same tensors, not copies
+    ids, mask = batch(2, 16, [16, 3])
+    with torch.no_grad():
+        expected = classifier(input_ids=ids, attention_mask=mask).logits
+        got = graphs[(2, 16)](ids, mask, torch.zeros_like(ids))
+    assert torch.max(torch.abs(got - expected)).item() <= 1e-4
+
+
+def test_a_missing_shared_weights_file_is_an_incomplete_artifact(tmp_path, classifier):
+    from smneuron.errors import ArtifactError
+
+    manifest = compile_artifact(
+        tmp_path,
+        classifier,
+        task="text-classification",
+        labels=["ham", "spam"],
+        batch_size=1,
+        sequence_lengths=[8],
+        backend=CpuBackend(),
+    )
+    (tmp_path / "compiled" / "weights.safetensors").unlink()
+    with pytest.raises(ArtifactError, match="missing compiled/weights.safetensors"):
+        check_files(tmp_path, read_manifest(tmp_path))
+    assert manifest.files["shared"]
+
+
+def test_saving_keeps_the_callers_graph_whole(tmp_path, classifier):
+    backend = CpuBackend()
+    from smneuron.artifact.build import traceable
+
+    wrapper = traceable(classifier, "text-classification")
+    ids, mask = batch(1, 8, [8])
+    types = torch.zeros_like(ids)
+    graph = backend.trace(wrapper, (ids, mask, types))
+    with torch.no_grad():
+        before = graph(ids, mask, types)
+        backend.save(graph, tmp_path / "g.pt")
+        after = graph(ids, mask, types)
+    assert torch.equal(before, after)
+
+
+def test_graphs_of_two_models_cannot_share_one_folder(tmp_path, classifier):
+    from smneuron.artifact.build import example_inputs, traceable
+
+    backend = CpuBackend()
+    other = copy.deepcopy(classifier)
+    with torch.no_grad():
+        other.classifier.weight.add_(1.0)
+    inputs = example_inputs(1, 8, ("input_ids", "attention_mask", "token_type_ids"))
+    backend.save(
+        backend.trace(traceable(classifier, "text-classification"), inputs), tmp_path / "a.pt"
+    )
+    with pytest.raises(ConfigurationError, match="traces of one model"):
+        backend.save(
+            backend.trace(traceable(other, "text-classification"), inputs), tmp_path / "b.pt"
+        )
+
+
+def test_a_whole_graph_from_an_older_artifact_still_loads(tmp_path, classifier):
+    from smneuron.artifact.build import example_inputs, traceable
+
+    inputs = example_inputs(1, 8, ("input_ids", "attention_mask", "token_type_ids"))
+    backend = CpuBackend()
+    whole = torch.jit.freeze(backend.trace(traceable(classifier, "text-classification"), inputs))
+    torch.jit.save(whole, str(tmp_path / "b1-seq8.pt"))  # no weights.safetensors beside it
+    graph = backend.load(tmp_path / "b1-seq8.pt")
+    with torch.no_grad():
+        assert torch.allclose(graph(*inputs), whole(*inputs))

@@ -103,7 +103,7 @@ def test_cpu_compile_takes_the_batch_sizes_flag(checkpoint, tmp_path):
     assert cli.main(argv + flags) == 0
     manifest = read_manifest(out)
     assert manifest.batch_sizes == (1, 4)  # 8 is above --batch-size: dropped
-    assert sorted(p.name for p in (out / "compiled").iterdir()) == ["b1-seq16.pt", "b4-seq16.pt"]
+    assert sorted(p.name for p in (out / "compiled").glob("*.pt")) == ["b1-seq16.pt", "b4-seq16.pt"]
 
 
 def test_neuron_compile_traces_each_batch_size_and_bucket_with_the_compiler_args(
@@ -282,3 +282,27 @@ def test_a_token_classification_checkpoint_compiles_to_per_token_logits(tmp_path
     graph = CpuBackend().load(manifest.graph_path(out, 32))
     ids = torch.ones((1, 32), dtype=torch.long)
     assert tuple(graph(ids, torch.ones_like(ids)).shape) == (1, 32, len(labels))
+
+
+def test_a_question_answering_checkpoint_compiles_to_start_and_end_logits(tmp_path):
+    checkpoint = save_tiny_model(tmp_path / "qa", "question-answering")
+    out = tmp_path / "artifact"
+    flags = ["--sequence-lengths", "32,64", "--batch-sizes", "1", "--batch-size", "2"]
+    assert (
+        cli.main(
+            ["compile", "--checkpoint", str(checkpoint), "--output", str(out), *flags]
+            + ["--doc-stride", "48"]
+        )
+        == 0
+    )
+    manifest = read_manifest(out)
+    assert manifest.task == "question-answering"  # from BertForQuestionAnswering
+    assert manifest.labels == ()
+    assert manifest.input_names == ("input_ids", "attention_mask", "token_type_ids")
+    assert manifest.task_parameters == {"doc_stride": 32}  # at most half the largest bucket
+    graph = CpuBackend().load(manifest.graph_path(out, 32, 2))
+    ids = torch.ones((2, 32), dtype=torch.long)
+    assert tuple(graph(ids, torch.ones_like(ids), torch.zeros_like(ids)).shape) == (2, 32, 2)
+    default = tmp_path / "default"
+    assert cli.main(["compile", "--checkpoint", str(checkpoint), "--output", str(default)]) == 0
+    assert read_manifest(default).task_parameters == {"doc_stride": 64}  # buckets up to 128

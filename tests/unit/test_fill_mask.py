@@ -79,10 +79,12 @@ def test_training_logs_the_perplexity_and_writes_a_fill_mask_artifact(trained):
 def test_the_graph_returns_the_vocabulary_scores_at_the_mask_positions_only(trained):
     import torch
 
+    from smneuron.artifact.backends import CpuBackend
     from smneuron.artifact.manifest import read_manifest
 
     manifest = read_manifest(trained.model_dir)
-    graph = torch.jit.load(str(manifest.graph_path(trained.model_dir, 32, 2)))
+    # The CPU backend puts the shared weights (compiled/weights.safetensors) back in.
+    graph = CpuBackend().load(manifest.graph_path(trained.model_dir, 32, 2))
     ones = torch.ones((2, 32), dtype=torch.long)
     scores = graph(ones, ones, torch.tensor([[1, 3], [0, 0]]))
     assert tuple(scores.shape) == (2, 2, config_vocab(trained))

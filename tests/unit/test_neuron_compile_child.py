@@ -56,3 +56,18 @@ def test_child_command_carries_exactly_the_flags_to_record(tmp_path):
     assert flags["--sequence-lengths"] == "16,32" and flags["--backend"] == "neuron"
     assert (flags["--batch-size"], flags["--batch-sizes"]) == ("2", "1,2")
     assert command[-1] == "--cpu-backend"
+
+
+def test_child_command_carries_the_question_answering_stride(tmp_path):
+    command = compile_command(
+        tmp_path / "ckpt",
+        tmp_path / "ckpt",
+        task="question-answering",
+        batch_size=1,
+        sequence_lengths=(64,),
+        compiler_args=(),
+        doc_stride=24,
+    )
+    flags = dict(zip(command[3::2], command[4::2], strict=False))
+    assert (flags["--task"], flags["--doc-stride"]) == ("question-answering", "24")
+    assert command[-1] == "--cpu-backend"

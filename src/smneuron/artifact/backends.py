@@ -47,10 +47,35 @@ class Backend(Protocol):
         """Load a saved graph, ready to call with tensors of the traced shapes."""
 
 
+# The CPU graphs' parameters, stored once beside them: every (batch, bucket) graph is a trace
+# of the same module, so twelve graphs would otherwise hold twelve copies of the weights (on
+# disk, in the model tarball and in each worker's memory).
+SHARED_WEIGHTS = "weights.safetensors"
+
+
+def _owner(graph: Any, name: str) -> tuple[Any, str]:
+    """The submodule holding parameter ``name`` (dotted) and the attribute's own name."""
+    *path, leaf = name.split(".")
+    module = graph
+    for part in path:
+        module = getattr(module, part)
+    return module, leaf
+
+
 class CpuBackend:
-    """TorchScript on the CPU: the same static shapes as Neuron, runnable anywhere."""
+    """TorchScript on the CPU: the same static shapes as Neuron, runnable anywhere.
+
+    Graphs are saved without their parameters, which go once into ``SHARED_WEIGHTS`` in the
+    graphs' folder; ``load`` puts the same tensors back into every graph, so all of an
+    artifact's graphs share one copy of the weights. Graphs saved whole (artifacts from before
+    the shared file) load as they are.
+    """
 
     name = "cpu"
+
+    def __init__(self) -> None:
+        self._saved: dict[Path, dict[str, Any]] = {}  # folder -> the weights written there
+        self._loaded: dict[Path, dict[str, Any]] = {}  # folder -> the weights read from there
 
     def versions(self) -> dict[str, str]:
         found = {
@@ -70,21 +95,77 @@ class CpuBackend:
             log.info("cpu backend ignores compiler args %s", list(compiler_args))
         # Hugging Face models emit TracerWarnings for Python-side shape checks; with static
         # shapes per bucket they are expected, and the graphs are verified against eager.
+        # Not frozen yet: a frozen graph holds its weights as constants, which cannot be
+        # stored apart from it; ``load`` freezes it once the shared weights are back in.
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             traced = torch.jit.trace(module, example_inputs, strict=False)
-        return torch.jit.freeze(traced.eval())
+        return traced.eval()
+
+    def shared_files(self, folder: Path) -> list[Path]:
+        """The files in ``folder`` that its graphs need besides their own."""
+        return [folder / SHARED_WEIGHTS] if folder in self._saved else []
 
     def save(self, graph, path: Path) -> None:
         import torch
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.jit.save(graph, str(path))
+        params = {name: value.detach() for name, value in graph.named_parameters()}
+        self._save_weights(path.parent, params)
+        empty = torch.empty(0)
+        try:
+            for name in params:
+                module, leaf = _owner(graph, name)
+                setattr(module, leaf, empty)
+            torch.jit.save(graph, str(path))
+        finally:  # the caller's graph keeps its weights
+            for name, value in params.items():
+                module, leaf = _owner(graph, name)
+                setattr(module, leaf, value)
+
+    def _save_weights(self, folder: Path, params: dict[str, Any]) -> None:
+        import torch
+        from safetensors.torch import save_file
+
+        written = self._saved.get(folder)
+        if written is None:
+            save_file(
+                {name: value.contiguous() for name, value in params.items()},
+                str(folder / SHARED_WEIGHTS),
+            )
+            self._saved[folder] = params
+            return
+        same = written.keys() == params.keys() and all(
+            written[name] is value or torch.equal(written[name], value)
+            for name, value in params.items()
+        )
+        if not same:
+            raise ConfigurationError(
+                f"graphs saved into {folder} must be traces of one model: their parameters "
+                f"differ from those already in {SHARED_WEIGHTS}"
+            )
 
     def load(self, path: Path):
         import torch
 
-        return torch.jit.load(str(path), map_location="cpu").eval()
+        graph = torch.jit.load(str(path), map_location="cpu").eval()
+        weights_path = path.parent / SHARED_WEIGHTS
+        if not weights_path.is_file():
+            return graph  # saved whole (and frozen) by an older smneuron
+        for name, value in self._weights(weights_path).items():
+            module, leaf = _owner(graph, name)
+            setattr(module, leaf, value)
+        # Frozen here rather than at compile time: the weights become the graph's constants
+        # (the same tensors in every graph, not copies), and the graph runs as a frozen one.
+        return torch.jit.freeze(graph)
+
+    def _weights(self, weights_path: Path) -> dict[str, Any]:
+        from safetensors.torch import load_file
+
+        folder = weights_path.parent
+        if folder not in self._loaded:
+            self._loaded[folder] = load_file(str(weights_path), device="cpu")
+        return self._loaded[folder]
 
 
 def get_backend(name: str) -> Backend:

@@ -45,7 +45,12 @@ def plan_batch_sizes(
 
 # Tasks whose graph also takes token_type_ids when the model has segment embeddings: a text
 # pair ({"text", "text_pair"}) marks its second text with type 1, as the tokenizer does.
-SEGMENT_TASKS = ("text-classification", "multiple-choice", "next-sentence-prediction")
+SEGMENT_TASKS = (
+    "text-classification",
+    "question-answering",
+    "multiple-choice",
+    "next-sentence-prediction",
+)
 BASE_INPUTS = ("input_ids", "attention_mask")
 # fill-mask: where each input's mask tokens are, [batch, max_masks] (smneuron.serving.masks).
 MASK_POSITIONS = "mask_positions"
@@ -70,7 +75,8 @@ def traceable(model: torch.nn.Module, task: str, pooling: str | None = None) -> 
     returns a tensor.
 
     Classification tasks return logits (per token for token classification; per choice for
-    multiple choice, whose inputs are ``[batch, choices, sequence]``); feature extraction
+    multiple choice, whose inputs are ``[batch, choices, sequence]``); question answering
+    returns the start and end logits stacked, ``[batch, sequence, 2]``; feature extraction
     returns pooled, L2-normalised embeddings (pooling inside the graph, so the server does no
     per-token work); fill-mask returns the vocabulary probabilities at the mask positions
     only (``masked_scores``).
@@ -110,9 +116,24 @@ def traceable(model: torch.nn.Module, task: str, pooling: str | None = None) -> 
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
 
+    class _Spans(_Logits):
+        def forward(
+            self,
+            input_ids: torch.Tensor,
+            attention_mask: torch.Tensor,
+            token_type_ids: torch.Tensor | None = None,
+        ) -> torch.Tensor:
+            extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+            start, end = self.inner(
+                input_ids=input_ids, attention_mask=attention_mask, return_dict=False, **extra
+            )[:2]
+            return torch.stack((start, end), dim=-1)
+
     model = model.eval()
     if task == "fill-mask":
         return masked_scores(model)
+    if task == "question-answering":
+        return _Spans(model).eval()
     if task == "feature-extraction":
         return _Pooled(model, pooling or "mean").eval()
     return _Logits(model).eval()
@@ -167,6 +188,17 @@ def masked_scores(model: torch.nn.Module) -> torch.nn.Module:
     return _MaskScores(model).eval()
 
 
+def task_parameters(
+    task: str, sequence_lengths: Sequence[int], doc_stride: int | None = None
+) -> dict[str, int]:
+    """The manifest's shape parameters of ``task``: ``doc_stride`` for question answering."""
+    if task != "question-answering":
+        return {}
+    largest = max(sequence_lengths)
+    stride = min(128 if doc_stride is None else doc_stride, largest // 2)
+    return {"doc_stride": stride}
+
+
 def example_inputs(
     batch_size: int,
     sequence_length: int,
@@ -208,6 +240,7 @@ def compile_artifact(
     pooling: str | None = None,
     max_masks: int | None = None,
     choices: int | None = None,
+    doc_stride: int | None = None,
 ) -> Manifest:
     """Trace ``model`` once per (batch size, bucket) into ``model_dir/compiled``; write manifest.
 
@@ -215,6 +248,8 @@ def compile_artifact(
     ``batch_size`` alone. The manifest is written last: an artifact with a manifest is complete.
     ``max_masks`` (fill-mask, default 1) and ``choices`` (multiple-choice, required) are the
     tasks' extra static dimensions.
+    ``doc_stride`` (question answering): the tokens two windows of a long context share when
+    served, default 128, at most half the largest bucket.
     """
     if batch_sizes is None:
         if batch_size is None:
@@ -272,12 +307,23 @@ def compile_artifact(
         input_names=names,
         cores_per_model=cores_per_model,
         versions=backend.versions(),
-        files={"compiled": files},
+        files={"compiled": files, **_shared_files(backend, model_dir, files.values())},
         target=backend.target(),
         compiler_args=tuple(compiler_args),
         pooling=pooling if task == "feature-extraction" else None,
         max_masks=max_masks,
         choices=choices,
+        task_parameters=task_parameters(task, lengths, doc_stride),
     )
     write_manifest(model_dir, manifest)
     return manifest
+
+
+def _shared_files(backend: Backend, model_dir: Path, graphs: Any) -> dict[str, list[str]]:
+    """``{"shared": [...]}``: files the graphs need besides their own (the CPU weights)."""
+    listing = getattr(backend, "shared_files", None)
+    if listing is None:
+        return {}
+    folders = sorted({(model_dir / relative).parent for relative in graphs})
+    shared = [str(path.relative_to(model_dir)) for folder in folders for path in listing(folder)]
+    return {"shared": shared} if shared else {}

@@ -95,6 +95,13 @@ class CompileHyperparameters:
         minimum=0,
         maximum=64,
     )
+    doc_stride: int = hp(
+        128,
+        "int",
+        "question-answering: tokens two windows of a long context share when served (at most "
+        "half the largest bucket)",
+        minimum=0,
+    )
     cores_per_model: int = hp(
         1,
         "int",
@@ -142,6 +149,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--task", choices=TASKS, default=None, help="default: from config")
     parser.add_argument("--pooling", choices=("mean", "cls"), default=None)
+    parser.add_argument(
+        "--doc-stride", type=int, default=None, help="question-answering window overlap (128)"
+    )
     parser.add_argument("--cores-per-model", type=int, default=None)
     parser.add_argument("--max-masks", type=int, default=None, help="fill-mask (default: 1)")
     parser.add_argument(
@@ -283,6 +293,7 @@ def compile_checkpoint(
             pooling=settings.pooling if task == "feature-extraction" else None,
             max_masks=settings.max_masks if task == "fill-mask" else None,
             choices=_choices(settings, config) if task == "multiple-choice" else None,
+            doc_stride=settings.doc_stride if task == "question-answering" else None,
         )
 
 

@@ -5,6 +5,7 @@ Layout of ``/opt/ml/model`` (the content of model.tar.gz)::
     manifest.json            this schema (FORMAT_VERSION)
     config.json, model.safetensors, tokenizer files   the fine-tuned Hugging Face checkpoint
     compiled/b{B}-seq{L}.pt  one static-shape TorchScript graph per (batch size, sequence bucket)
+    compiled/weights.safetensors   CPU: the graphs' parameters, stored once for all of them
     code/inference.py        optional user handler overrides
 
 Format 1 (one batch size, ``compiled/seq{L}.pt``) is still read: its ``batch_size`` is the one
@@ -68,13 +69,16 @@ class Manifest:
         cores_per_model: NeuronCores one loaded copy needs (1 on CPU).
         versions: package versions at compile time (torch, transformers, torch_neuronx, ...).
         files: relative paths: "compiled" maps ``graph_key(batch, bucket)`` -> graph file
-            (format 1: str(bucket) -> graph file).
+            (format 1: str(bucket) -> graph file); "shared" lists files every graph needs
+            (the CPU backend's one copy of the weights).
         target: hardware the graphs were compiled for ("cpu", "inf2", "trn1", ...).
         compiler_args: the compiler flags used (Neuron), for the record.
         max_masks: fill-mask: mask tokens one input may hold (the graph's ``mask_positions``
             input is ``[batch, max_masks]``).
         choices: multiple-choice: the compiled number of choices (inputs
             ``[batch, choices, sequence]``).
+        task_parameters: shape parameters of the task that serving follows (question
+            answering: ``doc_stride``, the tokens two windows of a long context share).
     """
 
     task: str
@@ -92,6 +96,7 @@ class Manifest:
     max_masks: int | None = None
     choices: int | None = None
     batch_sizes: tuple[int, ...] = ()
+    task_parameters: Mapping[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -135,6 +140,7 @@ class Manifest:
             data[key] = list(data[key])
         data["versions"] = dict(self.versions)
         data["files"] = dict(self.files)
+        data["task_parameters"] = dict(self.task_parameters)
         return data
 
     @classmethod
@@ -164,6 +170,7 @@ class Manifest:
                 choices=_optional_int(data.get("choices")),
                 # Format 1 has one batch size: batch_size, the default.
                 batch_sizes=tuple(int(x) for x in data.get("batch_sizes") or ()),
+                task_parameters=dict(data.get("task_parameters") or {}),
                 format_version=version,
             )
         except (KeyError, TypeError, ValueError) as err:
@@ -201,11 +208,14 @@ def read_manifest(model_dir: Path) -> Manifest:
 
 
 def check_files(model_dir: Path, manifest: Manifest) -> None:
-    """Every compiled graph named by the manifest must exist."""
+    """Every compiled graph named by the manifest, and every file they share, must exist."""
     missing = [
         str(manifest.graph_path(model_dir, length, batch).relative_to(model_dir))
         for batch, length in manifest.graphs()
         if not manifest.graph_path(model_dir, length, batch).is_file()
+    ]
+    missing += [
+        name for name in manifest.files.get("shared", ()) if not (model_dir / name).is_file()
     ]
     if missing:
         raise ArtifactError(

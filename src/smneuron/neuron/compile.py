@@ -75,6 +75,7 @@ def compile_command(
     python: str = sys.executable,
     max_masks: int | None = None,
     choices: int | None = None,
+    doc_stride: int | None = None,
 ) -> list[str]:
     """The child's command line (``smneuron compile`` options plus ``--cpu-backend``)."""
     shape = [] if max_masks is None else ["--max-masks", str(max_masks)]
@@ -102,6 +103,7 @@ def compile_command(
         "--cores-per-model",
         str(cores_per_model),
         *shape,
+        *(["--doc-stride", str(doc_stride)] if doc_stride is not None else []),
         "--cpu-backend",
     ]
 
@@ -120,6 +122,7 @@ def compile_in_child(
     timeout_s: float | None = None,
     max_masks: int | None = None,
     choices: int | None = None,
+    doc_stride: int | None = None,
 ) -> None:
     """Run ``compile_command`` in a ``compile_env`` child; its failure is an ArtifactError."""
     command = compile_command(
@@ -133,6 +136,7 @@ def compile_in_child(
         cores_per_model=cores_per_model,
         max_masks=max_masks,
         choices=choices,
+        doc_stride=doc_stride,
     )
     log.info("compiling the serving artifact in a clean child: %s", " ".join(command))
     done = subprocess.run(command, env=compile_env(environ), timeout=timeout_s, check=False)

@@ -32,6 +32,8 @@ class Inputs:
             ``texts[0]`` is the source sentence, ``texts[1:]`` the sentences to score.
         choices: multiple choice (``{"context", "choices"}``): each input's choices, with
             its context in ``texts``; ``None`` for other requests.
+        questions: a question-answering request (``{"question", "context"}`` inputs):
+            ``texts`` are the questions, ``pairs`` their contexts.
     """
 
     texts: list[str]
@@ -40,6 +42,7 @@ class Inputs:
     single: bool = False
     similarity: bool = False
     choices: list[list[str]] | None = None
+    questions: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,10 +89,13 @@ def check_texts(texts: list[str], where: str = "input") -> list[str]:
 PAIR_KEYS = ("text", "text_pair")
 SIMILARITY_KEYS = ("source_sentence", "sentences")
 SIMILARITY_FORM = '{"source_sentence": string, "sentences": [string, ...]}'
+QUESTION_KEYS = ("question", "context")
+QUESTION_FORM = '{"question": string, "context": string}'
 INPUTS_FORMS = (
     'a string, {"text": ..., "text_pair": ...}, or a non-empty list of strings or of such '
-    f"objects; for sentence similarity {SIMILARITY_FORM}; for multiple choice "
-    f"{choice_inputs.FORM} or a list of them"
+    f"objects; for sentence similarity {SIMILARITY_FORM}; for question answering "
+    f"{QUESTION_FORM} or a list of them; for multiple choice {choice_inputs.FORM} or a list "
+    "of them"
 )
 
 
@@ -140,6 +146,53 @@ def _similarity(value: dict[str, Any], where: str) -> Inputs:
     return Inputs(check_texts([source, *sentences], where), single=True, similarity=True)
 
 
+def is_question(value: Any) -> bool:
+    """A ``{"question", "context"}`` object (one of its keys is enough to tell)."""
+    return isinstance(value, dict) and any(key in value for key in QUESTION_KEYS)
+
+
+def _question(value: dict[str, Any], where: str) -> tuple[str, str]:
+    """The question and context of one question-answering input, both non-empty strings."""
+    unknown = sorted(str(key) for key in value if key not in QUESTION_KEYS)
+    if unknown:
+        raise ClientError(
+            f"{where}: question answering takes {QUESTION_FORM}; unknown key(s) "
+            f"{', '.join(unknown[:5])}"
+        )
+    found = []
+    for key in QUESTION_KEYS:
+        text = value.get(key)
+        if not isinstance(text, str) or not text.strip():
+            got = "an empty string" if isinstance(text, str) else _kind(text)
+            raise ClientError(
+                f'{where}: "{key}" must be a non-empty string (got {got}); question answering '
+                f"takes {QUESTION_FORM}"
+            )
+        found.append(text)
+    return found[0], found[1]
+
+
+def _questions(items: list[Any], where: str, single: bool) -> Inputs:
+    questions, contexts = [], []
+    for index, item in enumerate(items):
+        place = where if single else f"{where}[{index}]"
+        if not is_question(item):
+            raise ClientError(
+                f"{place}: a question-answering request holds {QUESTION_FORM} objects only "
+                f"(got {_kind(item)})"
+            )
+        question, context = _question(item, place)
+        questions.append(question)
+        contexts.append(context)
+    check_texts(contexts, f"{where} context")
+    return Inputs(
+        check_texts(questions, f"{where} question"),
+        pairs=list(contexts),
+        single=single,
+        questions=True,
+    )
+
+
 def _kind(value: Any) -> str:
     if value is None:
         return "nothing"
@@ -164,10 +217,18 @@ def inputs_from(value: Any, where: str = '"inputs"') -> Inputs:
         return Inputs(check_texts([value], where), single=True)
     if is_similarity(value):
         return _similarity(value, where)
+    # Multiple choice first: its {"context" | "question", "choices"} shares a key with QA's.
     if choice_inputs.is_choice(value):
         context, options = choice_inputs.parse(value, where)
         check_texts(options, f"{where} choices")
         return Inputs(check_texts([context], where), single=True, choices=[options])
+    if isinstance(value, list) and any(choice_inputs.is_choice(item) for item in value):
+        return _choices(value, where)
+    if is_question(value):
+        return _questions([value], where, single=True)
+    if isinstance(value, list) and value and any(is_question(item) for item in value):
+        # The pipeline answers a list of one question as the question alone (a dict).
+        return _questions(value, where, single=len(value) == 1)
     if isinstance(value, dict):
         text, pair = _pair(value, where)
         return Inputs(check_texts([text], where), pairs=[pair], single=True)
@@ -175,8 +236,6 @@ def inputs_from(value: Any, where: str = '"inputs"') -> Inputs:
         raise ClientError(f"{where} must be {INPUTS_FORMS}")
     if all(isinstance(item, str) for item in value):
         return Inputs(check_texts(list(value), where))
-    if any(choice_inputs.is_choice(item) for item in value):
-        return _choices(value, where)
     texts: list[str] = []
     pairs: list[str | None] = []
     for index, item in enumerate(value):
@@ -228,30 +287,59 @@ def decode_json(body: bytes, options: DecodeOptions = DEFAULT_OPTIONS) -> Inputs
     data = _json_value(_text(body), "request body")
     parameters: dict[str, Any] = {}
     if isinstance(data, dict):
-        if "inputs" not in data:
-            raise ClientError('JSON body must have an "inputs" field (a string or a list)')
         parameters = data.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise ClientError('"parameters" must be a JSON object')
-        data = data["inputs"]
+        if "inputs" in data:
+            data = data["inputs"]
+        elif is_question(data) and not choice_inputs.is_choice(data):
+            # the pipeline's question=..., context=... at the top level
+            data = {key: value for key, value in data.items() if key != "parameters"}
+        else:
+            raise ClientError(
+                'JSON body must have an "inputs" field (a string or a list), or be '
+                f"{QUESTION_FORM} for question answering"
+            )
     inputs = inputs_from(data)
     inputs.parameters = parameters
     return inputs
 
 
 def decode_jsonlines(body: bytes, options: DecodeOptions = DEFAULT_OPTIONS) -> Inputs:
-    """One JSON value per line; lines end at ``\\n`` only (a U+2028 inside a string is text)."""
+    """One JSON value per line; lines end at ``\\n`` only (a U+2028 inside a string is text).
+
+    A line is a string or ``{"inputs": string}``; for question answering every line is
+    ``{"question", "context"}`` (or ``{"inputs": {"question", "context"}}``)."""
     texts: list[str] = []
+    questions: list[Any] = []
     for number, line in enumerate(_text(body).split("\n"), start=1):
         line = line.removesuffix("\r")
         if not line.strip():
             continue
         record = _json_value(line, f"line {number}")
-        if isinstance(record, dict):
+        if isinstance(record, dict) and not is_question(record):
             record = record.get("inputs")
+        if is_question(record):
+            questions.append((number, record))
+            continue
         if not isinstance(record, str):
-            raise ClientError(f'line {number}: expected a string or {{"inputs": string}}')
+            raise ClientError(
+                f'line {number}: expected a string, {{"inputs": string}} or {QUESTION_FORM}'
+            )
         texts.append(record)
+    if questions and texts:
+        raise ClientError(
+            f"line {questions[0][0]} is a question but other lines are texts: a JSON Lines body "
+            f"holds either texts or {QUESTION_FORM} objects"
+        )
+    if questions:
+        found = [_question(record, f"line {number}") for number, record in questions]
+        contexts: list[str | None] = list(check_texts([context for _, context in found], "line"))
+        return Inputs(
+            check_texts([question for question, _ in found], "line"),
+            pairs=contexts,
+            questions=True,
+        )
     if not texts:
         raise ClientError("request body has no JSON lines")
     return Inputs(check_texts(texts, "line"))

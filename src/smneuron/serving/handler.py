@@ -102,9 +102,10 @@ def default_input_fn(input_data: bytes, content_type: str, context: Context) -> 
 
 
 PREDICT_INPUTS = (
-    'a str, a list of str, {"inputs": str, {"text", "text_pair"} or a list of them, or '
-    '{"source_sentence", "sentences"}, or {"context", "choices"} or a list of them, '
-    '"parameters": dict} or smneuron.serving.codecs.Inputs'
+    'a str, a list of str, {"inputs": str, {"text", "text_pair"} or a list of them, '
+    '{"source_sentence", "sentences"}, {"question", "context"} or a list of them, or '
+    '{"context", "choices"} or a list of them, "parameters": dict}, {"question", "context"} '
+    "or smneuron.serving.codecs.Inputs"
 )
 
 
@@ -117,6 +118,9 @@ def as_inputs(data: Any) -> codecs.Inputs:
         return codecs.Inputs([data], single=True)
     if isinstance(data, list | tuple) and all(isinstance(item, str) for item in data):
         return codecs.Inputs(list(data))
+    if isinstance(data, dict) and "inputs" not in data and codecs.is_question(data):
+        question = {key: value for key, value in data.items() if key != "parameters"}
+        data = {"inputs": question, "parameters": data.get("parameters")}
     if isinstance(data, dict) and "inputs" in data:
         parameters = data.get("parameters") or {}
         if isinstance(parameters, dict):
@@ -144,9 +148,14 @@ def _describe(data: Any) -> str:
 def default_predict_fn(data: Any, model: CompiledModel, context: Context) -> Any:
     inputs = as_inputs(data)
     codecs.check_texts(inputs.texts)
-    # Only a similarity request passes the flag: a user model_fn's model need not know it.
-    extra: dict[str, Any] = {"similarity": True} if inputs.similarity else {}
-    if inputs.choices is not None:  # the same: only a multiple-choice request passes choices
+    # Only a similarity, question or multiple-choice request passes its flag or choices: a
+    # user model_fn's model need not know them.
+    extra: dict[str, Any] = {}
+    if inputs.similarity:
+        extra["similarity"] = True
+    if inputs.questions:
+        extra["questions"] = True
+    if inputs.choices is not None:
         extra["choices"] = inputs.choices
     prediction = model.predict(
         inputs.texts,

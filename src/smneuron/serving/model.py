@@ -132,6 +132,8 @@ class CompiledModel:
             manifest.labels,
             (config or {}).get("problem_type"),
             self.tokenizer,
+            manifest.sequence_lengths,
+            manifest.task_parameters,
             max_masks=manifest.max_masks or 1,
             choices=manifest.choices,
         )
@@ -293,6 +295,29 @@ class CompiledModel:
             rows.append((bucket, row, Item(context, encoded["input_ids"][0])))
         return rows
 
+    def encode_questions(
+        self, questions: list[str], contexts: Sequence[str | None], stride: int
+    ) -> tuple[list[tuple[int, tuple[list[int], ...], Item]], list[tuple[Item, int, int]]]:
+        """Each (question, context) as its windows: the rows to run, and per input its
+        ``Item`` (the context and its windows) with the range of its rows."""
+        from smneuron.serving.qa import windows
+
+        if len(contexts) != len(questions) or any(context is None for context in contexts):
+            raise ClientError('question answering takes {"question", "context"} inputs')
+        questions = self.check_inputs(questions)
+        kept = self.check_inputs([context or "" for context in contexts])
+        largest = self.manifest.sequence_lengths[-1]
+        rows: list[tuple[int, tuple[list[int], ...], Item]] = []
+        groups = []
+        for question, context in zip(questions, kept, strict=True):
+            found = windows(self.tokenizer, question, context, largest, stride)
+            item = Item(context, [], windows=found)
+            groups.append((item, len(rows), len(rows) + len(found)))
+            for window in found:
+                bucket = choose_bucket(window.length, self.manifest.sequence_lengths, "reject")
+                rows.append((bucket, self._padded(window.encoded, bucket), item))
+        return rows, groups
+
     def predict(
         self,
         texts: list[str],
@@ -301,6 +326,7 @@ class CompiledModel:
         pairs: Sequence[str | None] | None = None,
         single: bool = False,
         similarity: bool = False,
+        questions: bool = False,
         deadline: float | None = None,
         choices: Sequence[Sequence[str]] | None = None,
     ) -> Prediction:
@@ -308,11 +334,21 @@ class CompiledModel:
         to now + the limit's. ``single``: the request held one input, so the answer takes the
         pipeline's shape for a lone input (then ``pairs`` set means it was a dict).
         ``similarity``: ``texts[0]`` is a source sentence and the answer its cosine
-        similarity with each of ``texts[1:]``, all embedded in the same batched runs."""
+        similarity with each of ``texts[1:]``, all embedded in the same batched runs.
+        ``questions``: ``texts`` are questions and ``pairs`` their contexts (question
+        answering)."""
         parameters = parameters or {}
         started = time.monotonic()
         options = self.task.read(parameters, self.head)  # a bad parameter costs no forward
-        if pairs is not None and any(pair is not None for pair in pairs) and not self.task.pairs:
+        if questions != self.task.questions:
+            raise ClientError(
+                f'{self.manifest.task} takes {{"question", "context"}} inputs'
+                if self.task.questions
+                else f'{self.manifest.task} does not answer questions ({{"question", '
+                '"context"}): that needs a question-answering artifact'
+            )
+        pairs_given = pairs is not None and any(pair is not None for pair in pairs)
+        if pairs_given and not self.task.pairs and not questions:
             raise ClientError(
                 f'{self.manifest.task} takes single texts, not {{"text", "text_pair"}} pairs'
             )
@@ -342,17 +378,26 @@ class CompiledModel:
             return Prediction(results=[], timings={}, batch_sizes=[])
         if deadline is None:
             deadline = started + self.limits.deadline_s
-        if choices is not None:
-            encoded = self.encode_choices(texts, choices)
+        if questions:
+            encoded, groups = self.encode_questions(texts, pairs or [], options["doc_stride"])
         else:
-            encoded = self.encode(texts, pairs)
+            if choices is not None:
+                encoded = self.encode_choices(texts, choices)
+            else:
+                encoded = self.encode(texts, pairs)
+            groups = [(item, index, index + 1) for index, (_, _, item) in enumerate(encoded)]
         tokenized = time.monotonic()
         futures = self.batcher.submit_many([(bucket, row) for bucket, row, _ in encoded], deadline)
         outputs = self.batcher.wait(futures, deadline)
         done = time.monotonic()
         results: Any = [
-            self.task.postprocess(out.value, item, self.head, options)
-            for out, (_, _, item) in zip(outputs, encoded, strict=True)
+            self.task.postprocess(
+                [out.value for out in outputs[first:last]] if questions else outputs[first].value,
+                item,
+                self.head,
+                options,
+            )
+            for item, first, last in groups
         ]
         if similarity:
             results = similarities(results[0], results[1:])

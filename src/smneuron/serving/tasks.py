@@ -25,6 +25,8 @@ class Head:
         problem_type: ``config.problem_type`` (regression, single_label_classification,
             multi_label_classification) or None.
         tokenizer: the artifact's tokenizer (token classification turns ids back into words).
+        sequence_lengths: the compiled buckets (question answering windows the largest).
+        task_parameters: the manifest's shape parameters of the task (e.g. ``doc_stride``).
         max_masks: fill-mask: mask tokens per input the graph takes.
         choices: multiple-choice: the compiled number of choices.
     """
@@ -32,6 +34,8 @@ class Head:
     labels: tuple[str, ...] = ()
     problem_type: str | None = None
     tokenizer: Any = None
+    sequence_lengths: tuple[int, ...] = ()
+    task_parameters: Mapping[str, Any] = field(default_factory=dict)
     max_masks: int = 1
     choices: int | None = None
 
@@ -44,13 +48,15 @@ class Item:
     """One tokenized input: its text and the tokens the graph ran on (before padding).
 
     ``offsets`` (character spans per token) and ``special`` (1 for [CLS], [SEP]...) are
-    filled for the tasks that ask for them (``Task.offsets``).
+    filled for the tasks that ask for them (``Task.offsets``). ``windows``: question
+    answering's windows of the context (``text``), one graph row each (``Task.questions``).
     """
 
     text: str
     ids: Sequence[int]
     offsets: Sequence[tuple[int, int]] | None = None
     special: Sequence[int] | None = None
+    windows: Sequence[Any] | None = None
 
 
 Options = dict[str, Any]
@@ -74,6 +80,8 @@ class Task:
         needs_pairs: every input must be a ``{"text", "text_pair"}`` pair.
         choices: takes ``{"context", "choices"}`` inputs (multiple choice), and only those.
         unwrap_one: a list of one input answers as that input alone (the fill-mask pipeline).
+        questions: answers ``{"question", "context"}`` inputs; each runs as one or more
+            windows, and ``postprocess`` gets the list of their graph rows.
     """
 
     name: str
@@ -87,6 +95,7 @@ class Task:
     needs_pairs: bool = False
     choices: bool = False
     unwrap_one: bool = False
+    questions: bool = False
 
 
 def check_known(task: str, parameters: Mapping[str, Any], accepted: Sequence[str]) -> None:
@@ -282,6 +291,26 @@ def next_sentence(row: Sequence[float], item: Item, head: Head, options: Options
     return {"is_next": score >= 0.5, "score": score}
 
 
+# --------------------------------------------------------------------------------------------
+# question-answering (windows and span selection: smneuron.serving.qa)
+
+
+def read_question_answering(parameters: Mapping[str, Any], head: Head) -> Options:
+    from smneuron.serving import qa
+
+    largest = head.sequence_lengths[-1] if head.sequence_lengths else 0
+    return qa.read_options(parameters, largest, head.task_parameters.get("doc_stride"))
+
+
+def question_answering(
+    rows: Sequence[Sequence[Sequence[float]]], item: Item, head: Head, options: Options
+) -> Any:
+    """The best ``{"answer", "score", "start", "end"}`` over the context's windows."""
+    from smneuron.serving import qa
+
+    return qa.answer(rows, item.windows or (), item.text, options)
+
+
 TASKS: dict[str, Task] = {
     "text-classification": Task(
         "text-classification",
@@ -295,6 +324,12 @@ TASKS: dict[str, Task] = {
         read_token_classification,
         token_classification,
         offsets=True,
+    ),
+    "question-answering": Task(
+        "question-answering",
+        read_question_answering,
+        question_answering,
+        questions=True,
     ),
     "feature-extraction": Task(
         "feature-extraction",

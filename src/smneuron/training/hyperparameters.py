@@ -25,6 +25,7 @@ from smneuron.typed import (
 TASKS = (
     "text-classification",
     "token-classification",
+    "question-answering",
     "fill-mask",
     "multiple-choice",
     "next-sentence-prediction",
@@ -87,6 +88,23 @@ class TrainingHyperparameters:
         "fill-mask: fraction of the tokens masked at random in each batch",
         minimum=0.01,
         maximum=1.0,
+    )
+    question_column: str = hp("question", "str", "question-answering: column with the question")
+    context_column: str = hp(
+        "context", "str", "question-answering: column with the text that holds the answer"
+    )
+    answers_column: str = hp(
+        "answers",
+        "str",
+        'question-answering: column with the answers in SQuAD form, {"text": [...], '
+        '"answer_start": [...]} (CSV: as JSON)',
+    )
+    doc_stride: int = hp(
+        128,
+        "int",
+        "question-answering: tokens two windows of a long context share, in training and "
+        "when served (at most half of max_seq_length / of the largest bucket)",
+        minimum=0,
     )
     labels: tuple[str, ...] = hp(
         (),

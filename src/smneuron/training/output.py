@@ -83,6 +83,7 @@ def write_artifact(
                 compiler_args=compiler_args,
                 max_masks=shape.get("max_masks"),
                 choices=shape.get("choices"),
+                doc_stride=hps.doc_stride if hps.task == "question-answering" else None,
             )
             log.info("compiled artifact (%s) in %.1fs", backend.name, time.monotonic() - started)
         with flag.deferring():  # never leave /opt/ml/model half-moved
@@ -128,6 +129,7 @@ def _compile_neuron_in_child(
         compiler_args=args,
         cores_per_model=hps.cores_per_model,
         **(shape or {}),
+        doc_stride=hps.doc_stride if hps.task == "question-answering" else None,
     )
     log.info(
         "compiled artifact (neuron, %s labels) in %.1fs", len(labels), time.monotonic() - started

@@ -19,7 +19,7 @@ from typing import Any
 from smneuron.env import ENV, remote_code_hint
 from smneuron.errors import ConfigurationError
 from smneuron.job import TrainingEnv
-from smneuron.training import choices, masked, nextsentence, tokens
+from smneuron.training import choices, masked, nextsentence, qa, tokens
 from smneuron.training.checkpoints import (
     Terminated,
     TerminationFlag,
@@ -42,6 +42,7 @@ PRECOMPILE_MIN_STEPS = 3
 MODEL_CLASSES = {
     "text-classification": "AutoModelForSequenceClassification",
     "token-classification": "AutoModelForTokenClassification",
+    "question-answering": "AutoModelForQuestionAnswering",
     "fill-mask": "AutoModelForMaskedLM",
     "multiple-choice": "AutoModelForMultipleChoice",
     "next-sentence-prediction": "AutoModelForNextSentencePrediction",
@@ -262,7 +263,15 @@ def train(
             "data_format": hps.data_format,
             "cache_dir": Path(cache),
         }
-        if hps.task == "fill-mask":
+        if hps.task == "question-answering":
+            splits = qa.load_qa_splits(
+                env.channels,
+                question_column=hps.question_column,
+                context_column=hps.context_column,
+                answers_column=hps.answers_column,
+                **common,
+            )
+        elif hps.task == "fill-mask":
             splits = masked.load_text_splits(env.channels, text_column=hps.text_column, **common)
         elif hps.task == "multiple-choice":
             splits, count = choices.load_choice_splits(
@@ -325,7 +334,11 @@ def _fit(
     tokenizer, model = load_pretrained(source, labels, hps, trust_remote_code=env.trust_remote_code)
     if num_choices is not None:  # saved in config.json: `smneuron compile` reads it back
         model.config.num_choices = num_choices
-    if hps.task == "fill-mask":
+    metrics_fn = None
+    if hps.task == "question-answering":  # windows of the context; EM/F1 read their offsets
+        tokenized, windows = qa.tokenize_qa(splits, tokenizer, hps.max_seq_length, hps.doc_stride)
+        metrics_fn = qa.metrics_for(windows) if windows is not None else None
+    elif hps.task == "fill-mask":
         tokenized = masked.tokenize(splits, tokenizer, hps.max_seq_length)
     elif hps.task == "multiple-choice":
         tokenized = choices.tokenize(splits, tokenizer, hps.max_seq_length)
@@ -343,7 +356,16 @@ def _fit(
             scratch = tempfile.TemporaryDirectory(prefix="smneuron-precompile-")
             output_dir = Path(stack.enter_context(scratch))
         trainer = _make_trainer(
-            model, tokenizer, tokenized, hps, flag, output_dir, on_neuron, precompile_run, labels
+            model,
+            tokenizer,
+            tokenized,
+            hps,
+            flag,
+            output_dir,
+            on_neuron,
+            precompile_run,
+            labels,
+            metrics_fn,
         )
         resume = None if precompile_run else latest_checkpoint(paths.checkpoints)
         seconds = _run(trainer, resume, flag)
@@ -384,6 +406,7 @@ def _make_trainer(
     on_neuron: bool,
     precompile_run: bool,
     labels: tuple[str, ...] = (),
+    metrics_fn: Any = None,
 ) -> Any:
     """The Trainer with our callbacks (key=value metrics, SIGTERM checkpoint), atomic
     checkpoints and evaluation abandoned on SIGTERM (``trainer_class``)."""
@@ -409,7 +432,7 @@ def _make_trainer(
         eval_dataset=tokenized.get("validation") if evaluate else None,
         processing_class=tokenizer,
         data_collator=data_collator(tokenizer, hps, static_shapes=on_neuron),
-        compute_metrics=metrics_function(hps, labels) if evaluate else None,
+        compute_metrics=(metrics_fn or metrics_function(hps, labels)) if evaluate else None,
         callbacks=[metrics_callback(hps.task), checkpoint_callback(flag)],
     )
     trainer.remove_callback(PrinterCallback)  # it prints raw dicts; we log key=value lines
@@ -460,13 +483,17 @@ def load_pretrained(
             source, local_files_only=local_only, trust_remote_code=trust_remote_code
         )
         auto = MODEL_CLASSES[hps.task]
-        sized = {}
-        if hps.task not in UNLABELLED_TASKS:
-            sized = {
+        # Only label tasks size their head from label names: question answering has start and
+        # end logits, fill-mask the vocabulary, multiple choice one score per choice, NSP two.
+        sized = (
+            {
                 "num_labels": len(labels),
                 "id2label": dict(enumerate(labels)),
                 "label2id": {name: i for i, name in enumerate(labels)},
             }
+            if labels and hps.task not in UNLABELLED_TASKS
+            else {}
+        )
         model = getattr(transformers, auto).from_pretrained(
             source,
             **sized,
