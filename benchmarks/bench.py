@@ -55,7 +55,23 @@ SERVERS = {
     "toolkit": "HF toolkit 2.6.0 (MMS)",
     "ours-mms": "ours, MMS",
     "ours-gunicorn": "ours, gunicorn",
+    "ours-gunicorn-1x": "ours, gunicorn, 1 worker × all CPUs' threads",
+    "ours-gunicorn-nx1": "ours, gunicorn, 1 worker per CPU × 1 thread",
 }
+
+
+def layout_settings(name: str) -> dict[str, str]:
+    """The settings a server variant changes from the defaults: the CPU layouts measured
+    against each other (docs/serving.md, "Workers, threads and CPUs")."""
+    from smneuron.env import ENV
+
+    if name == "ours-gunicorn-1x":
+        return {ENV.MODEL_SERVER_WORKERS: "1"}
+    if name == "ours-gunicorn-nx1":
+        return {ENV.MODEL_SERVER_WORKERS: str(len(os.sched_getaffinity(0))), ENV.TORCH_THREADS: "1"}
+    return {}
+
+
 BATCH_SIZE = 8
 BUCKETS = (32, 64, 128)
 
@@ -171,7 +187,8 @@ def serve_one(name: str, image: str, model_dir: Path, plan: Plan) -> dict[str, A
     if name == "toolkit":
         environment["HF_TASK"] = "text-classification"
     else:
-        environment[ENV.SERVER] = name.removeprefix("ours-")
+        environment[ENV.SERVER] = name.removeprefix("ours-").split("-")[0]
+        environment.update(layout_settings(name))
         environment[ENV.LOG_FORMAT] = "json"  # the invocation lines carry batch_sizes
     payloads = loadgen.bodies(loadgen.message_mix())
     figures: dict[str, Any] = {"label": SERVERS[name], "image": image}

@@ -49,7 +49,9 @@ if [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then
 else
     say "starting dockerd (log: $log_file)"
     mkdir -p "$(dirname "$log_file")" "$(dirname "$pid_file")"
-    nohup dockerd >"$log_file" 2>&1 &
+    # Its own session (setsid): the engine outlives the shell or job that started it (a job
+    # runner that stops a process group would otherwise stop dockerd with it).
+    setsid nohup dockerd >"$log_file" 2>&1 </dev/null &
     echo $! >"$pid_file"
 fi
 

@@ -98,10 +98,29 @@ def test_mms_classpath_puts_our_reply_decoder_before_the_jar(tmp_path, monkeypat
 def test_mms_decoder_without_javac_or_prebuilt_warns_and_falls_back(tmp_path, monkeypatch, caplog):
     from smneuron.serving.stacks import mms_decoder
 
-    monkeypatch.setattr(mms_decoder, "find_javac", lambda java_home=None: None)
+    monkeypatch.setattr(mms_decoder, "find_javac", lambda: None)
     found = mms_decoder.classes_dir(prebuilt=tmp_path / "none", cache_root=tmp_path / "cache")
     assert found is None
     assert "MMS runs with its own reply decoder" in caplog.text
+
+
+def test_java_programs_come_from_java_home_first_then_path(tmp_path, monkeypatch):
+    from smneuron.serving.stacks import mms, mms_decoder
+
+    on_path, home = tmp_path / "path", tmp_path / "jdk"
+    for folder in (on_path, home / "bin"):
+        folder.mkdir(parents=True)
+        (folder / "java").write_text("#!/bin/sh\n")
+        (folder / "java").chmod(0o755)
+    monkeypatch.setenv("PATH", str(on_path))
+    monkeypatch.setenv("JAVA_HOME", str(home))
+    assert mms_decoder.java_tool("java") == str(home / "bin" / "java")
+    monkeypatch.setattr(mms, "classes_dir", lambda: None)
+    command = mms.jvm_command(settings(tmp_path), tmp_path, tmp_path / "c", tmp_path / "l")
+    assert command[0] == str(home / "bin" / "java")  # the JVM that MMS runs on is that one
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-such-jdk"))
+    assert mms_decoder.java_tool("java") == str(on_path / "java")
+    assert mms_decoder.java_tool("javac") is None
 
 
 def test_serve_fails_fast_when_the_layout_does_not_fit(tmp_path, monkeypatch, capsys):

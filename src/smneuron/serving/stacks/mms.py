@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shlex
 import socket
 import sys
@@ -27,7 +26,7 @@ from smneuron.env import ENV
 from smneuron.errors import ConfigurationError, ServerError
 from smneuron.serving.runtime import Layout, record_failure
 from smneuron.serving.settings import ServingSettings
-from smneuron.serving.stacks.mms_decoder import classes_dir
+from smneuron.serving.stacks.mms_decoder import classes_dir, java_tool
 from smneuron.serving.stacks.nginx import Upstream
 from smneuron.serving.stacks.supervisor import ModelServer
 
@@ -116,8 +115,7 @@ def jvm_command(settings: ServingSettings, runtime_dir: Path, config: Path, log4
     import mms
 
     home = Path(mms.__file__).resolve().parent.parent
-    java_home = os.environ.get(ENV.JAVA_HOME)
-    java = str(Path(java_home) / "bin" / "java") if java_home else "java"
+    java = java_tool("java") or "java"
     class_path = f".:{home / 'mms' / 'frontend'}/*"
     decoder = classes_dir()  # our reply decoder first: the JVM loads it instead of the jar's
     if decoder is not None:
@@ -200,9 +198,8 @@ def _management_up(port: int) -> bool:
 
 def mms_server(settings: ServingSettings, runtime_dir: Path, layout: Layout) -> ModelServer:
     """Write MMS's config and stub model; the child ``serve`` supervises for this stack."""
-    import shutil
 
-    if shutil.which("java", path=_java_path()) is None:
+    if java_tool("java") is None:
         raise ConfigurationError(
             "MMS needs Java 17 (java on PATH or JAVA_HOME); install it or serve with "
             "SMNEURON_SERVER=gunicorn"
@@ -253,8 +250,3 @@ def mms_server(settings: ServingSettings, runtime_dir: Path, layout: Layout) -> 
     )
 
 
-def _java_path() -> str | None:
-    java_home = os.environ.get("JAVA_HOME")
-    if java_home:
-        return str(Path(java_home) / "bin")
-    return None

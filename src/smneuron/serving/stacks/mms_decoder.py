@@ -59,13 +59,18 @@ def is_current(classes: Path) -> bool:
     )
 
 
-def find_javac(java_home: str | None = None) -> str | None:
-    home = java_home if java_home is not None else os.environ.get(ENV.JAVA_HOME)
+def java_tool(name: str) -> str | None:
+    """A JDK/JRE program (``java``, ``javac``): ``$JAVA_HOME/bin/<name>``, else from PATH."""
+    home = os.environ.get(ENV.JAVA_HOME)
     if home:
-        candidate = Path(home) / "bin" / "javac"
+        candidate = Path(home) / "bin" / name
         if candidate.is_file():
             return str(candidate)
-    return shutil.which("javac")
+    return shutil.which(name)
+
+
+def find_javac() -> str | None:
+    return java_tool("javac")
 
 
 def compile_decoder(out: Path, *, jar: Path | None = None, javac: str | None = None) -> Path:
