@@ -19,6 +19,7 @@ TINY_MODEL_CLASSES = {
     "question-answering": "BertForQuestionAnswering",
     "fill-mask": "BertForMaskedLM",
     "multiple-choice": "BertForMultipleChoice",
+    "next-sentence-prediction": "BertForNextSentencePrediction",
     "feature-extraction": "BertModel",
 }
 

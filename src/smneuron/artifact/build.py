@@ -45,14 +45,24 @@ def plan_batch_sizes(
 
 # Tasks whose graph also takes token_type_ids when the model has segment embeddings: a text
 # pair ({"text", "text_pair"}) marks its second text with type 1, as the tokenizer does.
-SEGMENT_TASKS = ("text-classification", "question-answering")
+SEGMENT_TASKS = (
+    "text-classification",
+    "question-answering",
+    "multiple-choice",
+    "next-sentence-prediction",
+)
 BASE_INPUTS = ("input_ids", "attention_mask")
+# fill-mask: where each input's mask tokens are, [batch, max_masks] (smneuron.serving.masks).
+MASK_POSITIONS = "mask_positions"
+DEFAULT_MAX_MASKS = 1
 
 
 def graph_input_names(model: torch.nn.Module, task: str) -> tuple[str, ...]:
     """The graph's inputs in call order: ids and mask, plus token_type_ids where they count."""
     import inspect
 
+    if task == "fill-mask":
+        return (*BASE_INPUTS, MASK_POSITIONS)
     if task not in SEGMENT_TASKS:
         return BASE_INPUTS
     accepts = "token_type_ids" in inspect.signature(model.forward).parameters
@@ -64,10 +74,12 @@ def traceable(model: torch.nn.Module, task: str, pooling: str | None = None) -> 
     """Wrap a Hugging Face model so that ``forward(input_ids, attention_mask[, token_type_ids])``
     returns a tensor.
 
-    Classification tasks return logits (per token for token classification); question
-    answering returns the start and end logits stacked, ``[batch, sequence, 2]``; feature
-    extraction returns pooled, L2-normalised embeddings (pooling inside the graph, so the
-    server does no per-token work).
+    Classification tasks return logits (per token for token classification; per choice for
+    multiple choice, whose inputs are ``[batch, choices, sequence]``); question answering
+    returns the start and end logits stacked, ``[batch, sequence, 2]``; feature extraction
+    returns pooled, L2-normalised embeddings (pooling inside the graph, so the server does no
+    per-token work); fill-mask returns the vocabulary probabilities at the mask positions
+    only (``masked_scores``).
     """
     import torch
 
@@ -118,11 +130,62 @@ def traceable(model: torch.nn.Module, task: str, pooling: str | None = None) -> 
             return torch.stack((start, end), dim=-1)
 
     model = model.eval()
+    if task == "fill-mask":
+        return masked_scores(model)
     if task == "question-answering":
         return _Spans(model).eval()
     if task == "feature-extraction":
         return _Pooled(model, pooling or "mean").eval()
     return _Logits(model).eval()
+
+
+def masked_scores(model: torch.nn.Module) -> torch.nn.Module:
+    """``forward(input_ids, attention_mask, mask_positions)`` -> ``[batch, max_masks, vocab]``
+    probabilities (softmax over the vocabulary, as the fill-mask pipeline computes them).
+
+    Only the mask positions leave the graph: ``bucket / max_masks`` times less output than
+    the logits of every token. Where the head is one module on the encoder's hidden states
+    (``cls`` in BERT, ``lm_head`` in RoBERTa), it runs on the gathered positions alone, so
+    the vocabulary projection costs ``max_masks`` rows instead of ``bucket``.
+    """
+    import torch
+
+    names = [
+        name
+        for name in ("cls", "lm_head")
+        if isinstance(getattr(model, name, None), torch.nn.Module)
+    ]
+    split = bool(names) and getattr(model, "base_model", model) is not model
+    head_name = names[0] if split else ""
+
+    class _MaskScores(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(
+            self,
+            input_ids: torch.Tensor,
+            attention_mask: torch.Tensor,
+            mask_positions: torch.Tensor,
+        ) -> torch.Tensor:
+            if split:
+                encoder: Any = self.inner.base_model
+                hidden = encoder(
+                    input_ids=input_ids, attention_mask=attention_mask, return_dict=False
+                )[0]
+                index = mask_positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
+                head: Any = getattr(self.inner, head_name)
+                logits = head(torch.gather(hidden, 1, index))
+            else:
+                every = self.inner(
+                    input_ids=input_ids, attention_mask=attention_mask, return_dict=False
+                )[0]
+                index = mask_positions.unsqueeze(-1).expand(-1, -1, every.shape[-1])
+                logits = torch.gather(every, 1, index)
+            return logits.softmax(dim=-1)
+
+    return _MaskScores(model).eval()
 
 
 def task_parameters(
@@ -137,18 +200,29 @@ def task_parameters(
 
 
 def example_inputs(
-    batch_size: int, sequence_length: int, names: Sequence[str] = BASE_INPUTS
+    batch_size: int,
+    sequence_length: int,
+    names: Sequence[str] = BASE_INPUTS,
+    *,
+    choices: int | None = None,
+    max_masks: int | None = None,
 ) -> tuple[torch.Tensor, ...]:
-    """One example tensor per graph input: ones for ids and mask, zeros for token types."""
+    """One example tensor per graph input: ones for ids and mask, zeros for token types and
+    mask positions. ``choices``: multiple choice, ``[batch, choices, sequence]`` inputs."""
     import torch
 
-    shape = (batch_size, sequence_length)
-    return tuple(
-        torch.zeros(shape, dtype=torch.long)
-        if name == "token_type_ids"
-        else torch.ones(shape, dtype=torch.long)
-        for name in names
-    )
+    shape: tuple[int, ...] = (batch_size, sequence_length)
+    if choices:
+        shape = (batch_size, choices, sequence_length)
+    tensors = []
+    for name in names:
+        if name == MASK_POSITIONS:
+            tensors.append(torch.zeros((batch_size, max_masks or 1), dtype=torch.long))
+        elif name == "token_type_ids":
+            tensors.append(torch.zeros(shape, dtype=torch.long))
+        else:
+            tensors.append(torch.ones(shape, dtype=torch.long))
+    return tuple(tensors)
 
 
 def compile_artifact(
@@ -164,12 +238,16 @@ def compile_artifact(
     cores_per_model: int = 1,
     compiler_args: Sequence[str] = (),
     pooling: str | None = None,
+    max_masks: int | None = None,
+    choices: int | None = None,
     doc_stride: int | None = None,
 ) -> Manifest:
     """Trace ``model`` once per (batch size, bucket) into ``model_dir/compiled``; write manifest.
 
     ``batch_sizes`` are the batch sizes to compile (see ``plan_batch_sizes``); without them,
     ``batch_size`` alone. The manifest is written last: an artifact with a manifest is complete.
+    ``max_masks`` (fill-mask, default 1) and ``choices`` (multiple-choice, required) are the
+    tasks' extra static dimensions.
     ``doc_stride`` (question answering): the tokens two windows of a long context share when
     served, default 128, at most half the largest bucket.
     """
@@ -177,6 +255,20 @@ def compile_artifact(
         if batch_size is None:
             raise ConfigurationError("compile_artifact needs batch_size or batch_sizes")
         batch_sizes = (batch_size,)
+    if task == "fill-mask":
+        max_masks = int(max_masks or DEFAULT_MAX_MASKS)
+        if max_masks < 1:
+            raise ConfigurationError(f"max_masks must be ≥ 1, got {max_masks}")
+    else:
+        max_masks = None
+    if task == "multiple-choice":
+        if not choices or int(choices) < 2:
+            raise ConfigurationError(
+                f"multiple-choice needs the number of choices (≥ 2) to compile, got {choices!r}"
+            )
+        choices = int(choices)
+    else:
+        choices = None
     sizes = tuple(sorted({int(size) for size in batch_sizes}))
     lengths = tuple(sorted(set(int(n) for n in sequence_lengths)))
     wrapper = traceable(model, task, pooling)
@@ -186,7 +278,8 @@ def compile_artifact(
     for batch in sizes:
         for length in lengths:
             started = time.monotonic()
-            graph = backend.trace(wrapper, example_inputs(batch, length, names), compiler_args)
+            example = example_inputs(batch, length, names, choices=choices, max_masks=max_masks)
+            graph = backend.trace(wrapper, example, compiler_args)
             relative = compiled_name(length, batch)
             backend.save(graph, model_dir / relative)
             files[graph_key(batch, length)] = relative
@@ -218,6 +311,8 @@ def compile_artifact(
         target=backend.target(),
         compiler_args=tuple(compiler_args),
         pooling=pooling if task == "feature-extraction" else None,
+        max_masks=max_masks,
+        choices=choices,
         task_parameters=task_parameters(task, lengths, doc_stride),
     )
     write_manifest(model_dir, manifest)

@@ -48,6 +48,7 @@ _ARCHITECTURE_TASKS = (
     ("ForQuestionAnswering", "question-answering"),
     ("ForMaskedLM", "fill-mask"),
     ("ForMultipleChoice", "multiple-choice"),
+    ("ForNextSentencePrediction", "next-sentence-prediction"),
 )
 _AUTO_CLASSES = {
     "text-classification": "AutoModelForSequenceClassification",
@@ -55,6 +56,7 @@ _AUTO_CLASSES = {
     "question-answering": "AutoModelForQuestionAnswering",
     "fill-mask": "AutoModelForMaskedLM",
     "multiple-choice": "AutoModelForMultipleChoice",
+    "next-sentence-prediction": "AutoModelForNextSentencePrediction",
     "feature-extraction": "AutoModel",
 }
 _LABEL_TASKS = ("text-classification", "token-classification")
@@ -82,6 +84,17 @@ class CompileHyperparameters:
     compiler_args: str = hp("", "str", "neuronx-cc flags (default: bf16 matmult auto-cast)")
     task: str = hp("", "str", "task; default: from the checkpoint's architecture")
     pooling: str = hp("mean", "str", "feature-extraction pooling", choices=("mean", "cls"))
+    max_masks: int = hp(
+        1, "int", "fill-mask: mask tokens per input the graph takes", minimum=1, maximum=64
+    )
+    choices: int = hp(
+        0,
+        "int",
+        "multiple-choice: choices per input the graph takes; 0: config.json's num_choices "
+        "(written by `train`)",
+        minimum=0,
+        maximum=64,
+    )
     doc_stride: int = hp(
         128,
         "int",
@@ -140,6 +153,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--doc-stride", type=int, default=None, help="question-answering window overlap (128)"
     )
     parser.add_argument("--cores-per-model", type=int, default=None)
+    parser.add_argument("--max-masks", type=int, default=None, help="fill-mask (default: 1)")
+    parser.add_argument(
+        "--choices", type=int, default=None, help="multiple-choice (default: from config.json)"
+    )
     parser.add_argument(
         "--target",
         choices=("inf2", "trn1", "trn2"),
@@ -274,8 +291,21 @@ def compile_checkpoint(
             cores_per_model=settings.cores_per_model,
             compiler_args=args,
             pooling=settings.pooling if task == "feature-extraction" else None,
+            max_masks=settings.max_masks if task == "fill-mask" else None,
+            choices=_choices(settings, config) if task == "multiple-choice" else None,
             doc_stride=settings.doc_stride if task == "question-answering" else None,
         )
+
+
+def _choices(settings: CompileHyperparameters, config: Mapping[str, Any]) -> int:
+    """The number of choices to compile: the setting, else config.json's ``num_choices``."""
+    count = settings.choices or config.get("num_choices")
+    if not isinstance(count, int) or count < 2:
+        raise ConfigurationError(
+            "multiple-choice: give the number of choices to compile (--choices N, or the "
+            "choices hyperparameter); config.json has no num_choices"
+        )
+    return count
 
 
 def task_from_config(config: Mapping[str, Any]) -> str:

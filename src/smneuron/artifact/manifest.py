@@ -37,6 +37,7 @@ TASKS = (
     "question-answering",
     "fill-mask",
     "multiple-choice",
+    "next-sentence-prediction",
 )
 
 
@@ -72,6 +73,10 @@ class Manifest:
             (the CPU backend's one copy of the weights).
         target: hardware the graphs were compiled for ("cpu", "inf2", "trn1", ...).
         compiler_args: the compiler flags used (Neuron), for the record.
+        max_masks: fill-mask: mask tokens one input may hold (the graph's ``mask_positions``
+            input is ``[batch, max_masks]``).
+        choices: multiple-choice: the compiled number of choices (inputs
+            ``[batch, choices, sequence]``).
         task_parameters: shape parameters of the task that serving follows (question
             answering: ``doc_stride``, the tokens two windows of a long context share).
     """
@@ -88,6 +93,8 @@ class Manifest:
     target: str = "cpu"
     compiler_args: tuple[str, ...] = ()
     pooling: str | None = None
+    max_masks: int | None = None
+    choices: int | None = None
     batch_sizes: tuple[int, ...] = ()
     task_parameters: Mapping[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
@@ -159,6 +166,8 @@ class Manifest:
                 target=data.get("target", "cpu"),
                 compiler_args=tuple(data.get("compiler_args") or ()),
                 pooling=data.get("pooling"),
+                max_masks=_optional_int(data.get("max_masks")),
+                choices=_optional_int(data.get("choices")),
                 # Format 1 has one batch size: batch_size, the default.
                 batch_sizes=tuple(int(x) for x in data.get("batch_sizes") or ()),
                 task_parameters=dict(data.get("task_parameters") or {}),
@@ -166,6 +175,10 @@ class Manifest:
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ArtifactError(f"manifest.json is missing or has a bad field: {err}") from err
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def write_manifest(model_dir: Path, manifest: Manifest) -> Path:

@@ -73,9 +73,13 @@ def compile_command(
     cores_per_model: int = 1,
     batch_sizes: Sequence[int] | None = None,
     python: str = sys.executable,
+    max_masks: int | None = None,
+    choices: int | None = None,
     doc_stride: int | None = None,
 ) -> list[str]:
     """The child's command line (``smneuron compile`` options plus ``--cpu-backend``)."""
+    shape = [] if max_masks is None else ["--max-masks", str(max_masks)]
+    shape += [] if choices is None else ["--choices", str(choices)]
     return [
         python,
         "-m",
@@ -98,6 +102,7 @@ def compile_command(
         shlex.join(compiler_args),
         "--cores-per-model",
         str(cores_per_model),
+        *shape,
         *(["--doc-stride", str(doc_stride)] if doc_stride is not None else []),
         "--cpu-backend",
     ]
@@ -115,6 +120,8 @@ def compile_in_child(
     cores_per_model: int = 1,
     batch_sizes: Sequence[int] | None = None,
     timeout_s: float | None = None,
+    max_masks: int | None = None,
+    choices: int | None = None,
     doc_stride: int | None = None,
 ) -> None:
     """Run ``compile_command`` in a ``compile_env`` child; its failure is an ArtifactError."""
@@ -127,6 +134,8 @@ def compile_in_child(
         sequence_lengths=sequence_lengths,
         compiler_args=compiler_args,
         cores_per_model=cores_per_model,
+        max_masks=max_masks,
+        choices=choices,
         doc_stride=doc_stride,
     )
     log.info("compiling the serving artifact in a clean child: %s", " ".join(command))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from smneuron.errors import ClientError, NotAcceptable, UnsupportedContentType
+from smneuron.serving import choices as choice_inputs
 
 JSON = "application/json"
 JSONLINES = "application/jsonlines"
@@ -29,6 +30,8 @@ class Inputs:
             then has the Hugging Face pipeline's shape for a lone input.
         similarity: a sentence-similarity request (``{"source_sentence", "sentences"}``):
             ``texts[0]`` is the source sentence, ``texts[1:]`` the sentences to score.
+        choices: multiple choice (``{"context", "choices"}``): each input's choices, with
+            its context in ``texts``; ``None`` for other requests.
         questions: a question-answering request (``{"question", "context"}`` inputs):
             ``texts`` are the questions, ``pairs`` their contexts.
     """
@@ -38,6 +41,7 @@ class Inputs:
     pairs: list[str | None] | None = None
     single: bool = False
     similarity: bool = False
+    choices: list[list[str]] | None = None
     questions: bool = False
 
 
@@ -90,7 +94,8 @@ QUESTION_FORM = '{"question": string, "context": string}'
 INPUTS_FORMS = (
     'a string, {"text": ..., "text_pair": ...}, or a non-empty list of strings or of such '
     f"objects; for sentence similarity {SIMILARITY_FORM}; for question answering "
-    f"{QUESTION_FORM} or a list of them"
+    f"{QUESTION_FORM} or a list of them; for multiple choice {choice_inputs.FORM} or a list "
+    "of them"
 )
 
 
@@ -212,6 +217,13 @@ def inputs_from(value: Any, where: str = '"inputs"') -> Inputs:
         return Inputs(check_texts([value], where), single=True)
     if is_similarity(value):
         return _similarity(value, where)
+    # Multiple choice first: its {"context" | "question", "choices"} shares a key with QA's.
+    if choice_inputs.is_choice(value):
+        context, options = choice_inputs.parse(value, where)
+        check_texts(options, f"{where} choices")
+        return Inputs(check_texts([context], where), single=True, choices=[options])
+    if isinstance(value, list) and any(choice_inputs.is_choice(item) for item in value):
+        return _choices(value, where)
     if is_question(value):
         return _questions([value], where, single=True)
     if isinstance(value, list) and value and any(is_question(item) for item in value):
@@ -244,6 +256,21 @@ def inputs_from(value: Any, where: str = '"inputs"') -> Inputs:
     return Inputs(check_texts(texts, where), pairs=pairs)
 
 
+def _choices(value: list[Any], where: str) -> Inputs:
+    """A list of multiple-choice objects (and nothing else)."""
+    contexts, options = [], []
+    for index, item in enumerate(value):
+        if not choice_inputs.is_choice(item):
+            raise ClientError(
+                f"{where}[{index}]: a list of multiple-choice inputs holds only "
+                f"{choice_inputs.FORM} objects"
+            )
+        context, listed = choice_inputs.parse(item, f"{where}[{index}]")
+        contexts.append(context)
+        options.append(check_texts(listed, f"{where}[{index}] choices"))
+    return Inputs(check_texts(contexts, where), choices=options)
+
+
 def _json_value(text: str, where: str) -> Any:
     """``json.loads`` whose every failure on client input is a ClientError."""
     try:
@@ -265,7 +292,8 @@ def decode_json(body: bytes, options: DecodeOptions = DEFAULT_OPTIONS) -> Inputs
             raise ClientError('"parameters" must be a JSON object')
         if "inputs" in data:
             data = data["inputs"]
-        elif is_question(data):  # the pipeline's question=..., context=... at the top level
+        elif is_question(data) and not choice_inputs.is_choice(data):
+            # the pipeline's question=..., context=... at the top level
             data = {key: value for key, value in data.items() if key != "parameters"}
         else:
             raise ClientError(
@@ -437,6 +465,8 @@ def encode_csv(result: Any) -> bytes:
             row = list(_label_score(record))
         elif isinstance(record, list) and record and isinstance(record[0], dict):
             row = [value for entry in record for value in _label_score(entry)]
+        elif isinstance(record, list) and record and isinstance(record[0], list):
+            raise NotAcceptable(NESTED)
         elif isinstance(record, list):
             row = list(record)
         else:
@@ -446,13 +476,16 @@ def encode_csv(result: Any) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
+NESTED = (
+    "text/csv carries label,score rows and numbers; this task's answer is nested: ask for "
+    "application/json or application/jsonlines"
+)
+
+
 def _label_score(entry: Any) -> tuple[Any, Any]:
     if isinstance(entry, dict):
         if "label" not in entry:  # e.g. token-classification entities: not a flat row
-            raise NotAcceptable(
-                "text/csv carries label,score rows and numbers; this task's answer is "
-                "nested: ask for application/json or application/jsonlines"
-            )
+            raise NotAcceptable(NESTED)
         return entry.get("label"), entry.get("score")
     return entry, ""
 

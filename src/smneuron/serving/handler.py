@@ -103,8 +103,9 @@ def default_input_fn(input_data: bytes, content_type: str, context: Context) -> 
 
 PREDICT_INPUTS = (
     'a str, a list of str, {"inputs": str, {"text", "text_pair"} or a list of them, '
-    '{"source_sentence", "sentences"}, or {"question", "context"} or a list of them, '
-    '"parameters": dict}, {"question", "context"} or smneuron.serving.codecs.Inputs'
+    '{"source_sentence", "sentences"}, {"question", "context"} or a list of them, or '
+    '{"context", "choices"} or a list of them, "parameters": dict}, {"question", "context"} '
+    "or smneuron.serving.codecs.Inputs"
 )
 
 
@@ -147,13 +148,15 @@ def _describe(data: Any) -> str:
 def default_predict_fn(data: Any, model: CompiledModel, context: Context) -> Any:
     inputs = as_inputs(data)
     codecs.check_texts(inputs.texts)
-    # Only a similarity or question request passes its flag: a user model_fn's model need not
-    # know them.
-    extra: dict[str, bool] = {}
+    # Only a similarity, question or multiple-choice request passes its flag or choices: a
+    # user model_fn's model need not know them.
+    extra: dict[str, Any] = {}
     if inputs.similarity:
         extra["similarity"] = True
     if inputs.questions:
         extra["questions"] = True
+    if inputs.choices is not None:
+        extra["choices"] = inputs.choices
     prediction = model.predict(
         inputs.texts,
         inputs.parameters,

@@ -18,6 +18,8 @@ from smneuron.artifact.manifest import (
 )
 from smneuron.env import remote_code_hint
 from smneuron.errors import ArtifactError, ClientError, PayloadTooLarge
+from smneuron.serving import choices as choice_inputs
+from smneuron.serving import masks
 from smneuron.serving.batcher import DynamicBatcher, Run
 from smneuron.serving.shapes import choose_batch, choose_bucket
 from smneuron.serving.tasks import Head, Item, similarities, task_for
@@ -132,6 +134,8 @@ class CompiledModel:
             self.tokenizer,
             manifest.sequence_lengths,
             manifest.task_parameters,
+            max_masks=manifest.max_masks or 1,
+            choices=manifest.choices,
         )
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.batcher = DynamicBatcher(
@@ -153,16 +157,26 @@ class CompiledModel:
                 row.append(ids + [self.pad_id] * fill)
             elif name == "attention_mask":
                 row.append([1] * len(ids) + [0] * fill)
+            elif name == masks.MASK_POSITIONS:  # fill-mask: [max_masks], not [bucket]
+                mask = self.tokenizer.mask_token_id
+                row.append(masks.positions(ids, -1 if mask is None else mask, self.head.max_masks))
             else:  # token_type_ids: the tokenizer's, else the first segment's
                 values = list(encoded.get(name) or [0] * len(ids))
                 row.append(values + [0] * fill)
         return tuple(row)
 
-    def _run_batch(self, bucket: int, rows: list[tuple[list[int], ...]]) -> Run:
+    def _filler(self, bucket: int, ids: Sequence[int] = ()) -> tuple[Any, ...]:
+        """A row of ``ids`` (padding by default), ``[choices, bucket]`` for multiple choice."""
+        row = self._padded({"input_ids": list(ids)}, bucket)
+        if self.manifest.choices:
+            return tuple([part] * self.manifest.choices for part in row)
+        return row
+
+    def _run_batch(self, bucket: int, rows: list[tuple[Any, ...]]) -> Run:
         import torch
 
         size = choose_batch(len(rows), self.manifest.batch_sizes)
-        filler = self._padded({"input_ids": []}, bucket)
+        filler = self._filler(bucket)
         batch = rows + [filler] * (size - len(rows))
         tensors = [
             torch.tensor([row[i] for row in batch], dtype=torch.long) for i in range(len(filler))
@@ -175,8 +189,8 @@ class CompiledModel:
         return Run(
             output[: len(rows)].float().tolist(),
             graph_batch=size,
-            real_tokens=sum(sum(row[mask]) for row in rows),
-            computed_tokens=size * bucket,
+            real_tokens=sum(_count(row[mask]) for row in rows),
+            computed_tokens=size * bucket * (self.manifest.choices or 1),
         )
 
     def check_inputs(self, texts: list[str]) -> list[str]:
@@ -244,7 +258,41 @@ class CompiledModel:
                 encoded.get("offset_mapping"),
                 encoded.get("special_tokens_mask"),
             )
+            if self.task.check is not None:
+                self.task.check(index, item, self.head)
             rows.append((bucket, self._padded(encoded, bucket), item))
+        return rows
+
+    def encode_choices(
+        self, contexts: list[str], options: Sequence[Sequence[str]]
+    ) -> list[tuple[int, tuple[Any, ...], Item]]:
+        """Multiple choice: one ``[choices, bucket]`` row per (context, choices) input."""
+        if len(options) != len(contexts):
+            raise ClientError(f"{len(contexts)} contexts but {len(options)} lists of choices")
+        for index, listed in enumerate(options):
+            choice_inputs.check_count(index, listed, self.manifest.choices)
+        flat = [text for listed in options for text in listed]
+        if len(flat) > self.limits.max_inputs:  # each choice is one sequence to run
+            raise PayloadTooLarge(
+                f"the request has {len(contexts)} inputs with {len(flat)} choices in all, above "
+                f"the limit of {self.limits.max_inputs} per request (SMNEURON_MAX_INPUTS); split "
+                "it into smaller requests"
+            )
+        contexts = self.check_inputs(contexts)
+        flat = self.check_inputs(flat)
+        largest = self.manifest.sequence_lengths[-1]
+        rows = []
+        start = 0
+        for context, listed in zip(contexts, options, strict=True):
+            kept = flat[start : start + len(listed)]
+            start += len(listed)
+            encoded = choice_inputs.encode(self.tokenizer, context, kept, None)
+            longest = max(len(ids) for ids in encoded["input_ids"])
+            bucket = choose_bucket(longest, self.manifest.sequence_lengths, self.overflow)
+            if longest > largest:
+                encoded = choice_inputs.encode(self.tokenizer, context, kept, largest)
+            row = choice_inputs.padded(encoded, self.manifest.input_names, bucket, self.pad_id)
+            rows.append((bucket, row, Item(context, encoded["input_ids"][0])))
         return rows
 
     def encode_questions(
@@ -280,6 +328,7 @@ class CompiledModel:
         similarity: bool = False,
         questions: bool = False,
         deadline: float | None = None,
+        choices: Sequence[Sequence[str]] | None = None,
     ) -> Prediction:
         """Run ``texts`` (with their ``pairs``); ``deadline`` (``time.monotonic()``) defaults
         to now + the limit's. ``single``: the request held one input, so the answer takes the
@@ -308,6 +357,21 @@ class CompiledModel:
                 f'{self.manifest.task} does not answer sentence similarity ({{"source_sentence", '
                 '"sentences"}): that needs a feature-extraction artifact'
             )
+        if self.task.needs_pairs and (pairs is None or any(pair is None for pair in pairs)):
+            raise ClientError(
+                f'{self.manifest.task} takes text pairs: {{"text": string, "text_pair": '
+                "string}, or a list of them; an input has no second text"
+            )
+        if choices is not None and not self.task.choices:
+            raise ClientError(
+                f'{self.manifest.task} takes texts, not {{"context", "choices"}} multiple-choice '
+                "inputs: that needs a multiple-choice artifact"
+            )
+        if self.task.choices and choices is None:
+            raise ClientError(
+                f"multiple-choice takes {choice_inputs.FORM}, or a list of them "
+                f"({self.manifest.choices} choices each)"
+            )
         if similarity and len(texts) < 2:
             raise ClientError("sentence similarity needs a source sentence and ≥ 1 sentence")
         if not texts:
@@ -317,7 +381,10 @@ class CompiledModel:
         if questions:
             encoded, groups = self.encode_questions(texts, pairs or [], options["doc_stride"])
         else:
-            encoded = self.encode(texts, pairs)
+            if choices is not None:
+                encoded = self.encode_choices(texts, choices)
+            else:
+                encoded = self.encode(texts, pairs)
             groups = [(item, index, index + 1) for index, (_, _, item) in enumerate(encoded)]
         tokenized = time.monotonic()
         futures = self.batcher.submit_many([(bucket, row) for bucket, row, _ in encoded], deadline)
@@ -336,6 +403,8 @@ class CompiledModel:
             results = similarities(results[0], results[1:])
         elif single and len(results) == 1:
             results = self.task.lone(results[0], pairs is not None, options)
+        elif self.task.unwrap_one and len(results) == 1:
+            results = results[0]
         forward = max(out.forward_s for out in outputs)
         queued = max(out.queued_s for out in outputs)
         return Prediction(
@@ -359,7 +428,7 @@ class CompiledModel:
         dropped from the batcher's stats (they are not traffic).
         """
         for size, bucket in self.manifest.graphs():
-            row = self._padded({"input_ids": [self.pad_id]}, bucket)
+            row = self._filler(bucket, [self.pad_id])
             times = []
             for _ in range(WARM_UP_RUNS):
                 started = time.monotonic()
@@ -384,6 +453,11 @@ class CompiledModel:
 
     def close(self) -> None:
         self.batcher.close()
+
+
+def _count(values: Sequence[Any]) -> int:
+    """The sum of a (nested, for multiple choice) attention mask."""
+    return sum(_count(value) if isinstance(value, list) else value for value in values)
 
 
 def load_compiled(

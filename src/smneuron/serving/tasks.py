@@ -27,6 +27,8 @@ class Head:
         tokenizer: the artifact's tokenizer (token classification turns ids back into words).
         sequence_lengths: the compiled buckets (question answering windows the largest).
         task_parameters: the manifest's shape parameters of the task (e.g. ``doc_stride``).
+        max_masks: fill-mask: mask tokens per input the graph takes.
+        choices: multiple-choice: the compiled number of choices.
     """
 
     labels: tuple[str, ...] = ()
@@ -34,6 +36,8 @@ class Head:
     tokenizer: Any = None
     sequence_lengths: tuple[int, ...] = ()
     task_parameters: Mapping[str, Any] = field(default_factory=dict)
+    max_masks: int = 1
+    choices: int | None = None
 
     def label(self, index: int) -> str:
         return self.labels[index] if index < len(self.labels) else f"LABEL_{index}"
@@ -71,6 +75,11 @@ class Task:
         offsets: needs character offsets and the special-tokens mask from the tokenizer.
         similarity: answers ``{"source_sentence", "sentences"}`` requests (its answers are
             embeddings, compared by ``similarities``).
+        check: (input index, item, head) -> None or a ClientError, on each tokenized input
+            before any forward (fill-mask: its mask tokens).
+        needs_pairs: every input must be a ``{"text", "text_pair"}`` pair.
+        choices: takes ``{"context", "choices"}`` inputs (multiple choice), and only those.
+        unwrap_one: a list of one input answers as that input alone (the fill-mask pipeline).
         questions: answers ``{"question", "context"}`` inputs; each runs as one or more
             windows, and ``postprocess`` gets the list of their graph rows.
     """
@@ -82,6 +91,10 @@ class Task:
     pairs: bool = False
     offsets: bool = False
     similarity: bool = False
+    check: Callable[[int, Item, Head], None] | None = None
+    needs_pairs: bool = False
+    choices: bool = False
+    unwrap_one: bool = False
     questions: bool = False
 
 
@@ -234,6 +247,51 @@ def token_classification(
 
 
 # --------------------------------------------------------------------------------------------
+# fill-mask (smneuron.serving.masks), multiple-choice (smneuron.serving.choices),
+# next-sentence-prediction
+
+
+def read_fill_mask(parameters: Mapping[str, Any], head: Head) -> Options:
+    from smneuron.serving import masks
+
+    return masks.read_options(parameters, head.tokenizer)
+
+
+def check_fill_mask(index: int, item: Item, head: Head) -> None:
+    from smneuron.serving import masks
+
+    masks.check(index, item.ids, head.tokenizer, head.max_masks)
+
+
+def fill_mask(rows: Sequence[Sequence[float]], item: Item, head: Head, options: Options) -> Any:
+    from smneuron.serving import masks
+
+    return masks.answer(rows, item.ids, head.tokenizer, options)
+
+
+def read_multiple_choice(parameters: Mapping[str, Any], head: Head) -> Options:
+    check_known("multiple-choice", parameters, ())
+    return {}
+
+
+def multiple_choice(row: Sequence[float], item: Item, head: Head, options: Options) -> Any:
+    from smneuron.serving import choices
+
+    return choices.answer(row)
+
+
+def read_next_sentence(parameters: Mapping[str, Any], head: Head) -> Options:
+    check_known("next-sentence-prediction", parameters, ())
+    return {}
+
+
+def next_sentence(row: Sequence[float], item: Item, head: Head, options: Options) -> Any:
+    """``{"is_next", "score"}``: score = P(text_pair follows text), the head's logit 0."""
+    score = scores_of(row, "softmax")[0]
+    return {"is_next": score >= 0.5, "score": score}
+
+
+# --------------------------------------------------------------------------------------------
 # question-answering (windows and span selection: smneuron.serving.qa)
 
 
@@ -279,6 +337,17 @@ TASKS: dict[str, Task] = {
         feature_extraction,
         lambda answer, _d, _o: [answer],
         similarity=True,
+    ),
+    "fill-mask": Task(
+        "fill-mask", read_fill_mask, fill_mask, check=check_fill_mask, unwrap_one=True
+    ),
+    "multiple-choice": Task("multiple-choice", read_multiple_choice, multiple_choice, choices=True),
+    "next-sentence-prediction": Task(
+        "next-sentence-prediction",
+        read_next_sentence,
+        next_sentence,
+        pairs=True,
+        needs_pairs=True,
     ),
 }
 

@@ -22,7 +22,16 @@ from smneuron.typed import (
     parse_hyperparameters,
 )
 
-TASKS = ("text-classification", "token-classification", "question-answering")
+TASKS = (
+    "text-classification",
+    "token-classification",
+    "question-answering",
+    "fill-mask",
+    "multiple-choice",
+    "next-sentence-prediction",
+)
+# Tasks that read text_pair_column (next-sentence-prediction: default "text_pair").
+PAIR_TASKS = ("text-classification", "next-sentence-prediction")
 DATA_FORMATS = ("auto", "csv", "jsonl", "parquet")
 
 
@@ -51,7 +60,10 @@ class TrainingHyperparameters:
     )
     text_column: str = hp("text", "str", "column with the input text")
     text_pair_column: str = hp(
-        "", "str", "column with the second text of a pair (e.g. NLI); empty: none"
+        "",
+        "str",
+        "column with the second text of a pair (e.g. NLI); empty: none "
+        "(next-sentence-prediction: text_pair)",
     )
     label_column: str = hp("label", "str", "column with the label name (or number)")
     tokens_column: str = hp(
@@ -61,6 +73,21 @@ class TrainingHyperparameters:
         "ner_tags",
         "str",
         "token-classification: column with one tag per word (BIO names, or ids into labels)",
+    )
+    choices_column: str = hp(
+        "choices", "str", "multiple-choice: column with each row's list of choices"
+    )
+    is_next_column: str = hp(
+        "is_next",
+        "str",
+        "next-sentence-prediction: column saying whether text_pair follows text (true/false)",
+    )
+    mlm_probability: float = hp(
+        0.15,
+        "float",
+        "fill-mask: fraction of the tokens masked at random in each batch",
+        minimum=0.01,
+        maximum=1.0,
     )
     question_column: str = hp("question", "str", "question-answering: column with the question")
     context_column: str = hp(
@@ -140,6 +167,14 @@ class TrainingHyperparameters:
         minimum=1,
         maximum=8192,
     )
+    max_masks: int = hp(
+        1,
+        "int",
+        "fill-mask: mask tokens one served input may hold (the graph returns the vocabulary "
+        "scores at this many positions)",
+        minimum=1,
+        maximum=64,
+    )
     cores_per_model: int = hp(
         1,
         "int",
@@ -169,9 +204,9 @@ def load(raw: Mapping[str, Any]) -> TrainingHyperparameters:
             f"epochs: {hps.epochs} with max_steps {hps.max_steps} trains nothing; "
             "set epochs > 0 or max_steps > 0"
         )
-    if hps.text_pair_column and hps.task != "text-classification":
+    if hps.text_pair_column and hps.task not in PAIR_TASKS:
         raise ConfigurationError(
-            f"text_pair_column: pairs are for task text-classification, not {hps.task}; "
+            f"text_pair_column: pairs are for tasks {', '.join(PAIR_TASKS)}, not {hps.task}; "
             "leave text_pair_column empty"
         )
     if hps.text_pair_column and hps.text_pair_column == hps.text_column:

@@ -65,10 +65,11 @@ def write_artifact(
         tokenizer.save_pretrained(staging)
         name = backend_name if hps.compile else None
         if name == "neuron":  # in a clean child process, with exactly the recorded flags
-            _compile_neuron_in_child(staging, hps, labels)
+            _compile_neuron_in_child(staging, hps, labels, shape_arguments(model, hps))
         elif name is not None:
             backend = get_backend(name)
             compiler_args = hps.compiler_arg_list
+            shape = shape_arguments(model, hps)
             started = time.monotonic()
             compile_artifact(
                 staging,
@@ -80,6 +81,8 @@ def write_artifact(
                 backend=backend,
                 cores_per_model=hps.cores_per_model,
                 compiler_args=compiler_args,
+                max_masks=shape.get("max_masks"),
+                choices=shape.get("choices"),
                 doc_stride=hps.doc_stride if hps.task == "question-answering" else None,
             )
             log.info("compiled artifact (%s) in %.1fs", backend.name, time.monotonic() - started)
@@ -90,7 +93,22 @@ def write_artifact(
     return paths.model
 
 
-def _compile_neuron_in_child(staging: Path, hps: TrainingHyperparameters, labels: tuple) -> None:
+def shape_arguments(model: Any, hps: TrainingHyperparameters) -> dict[str, int]:
+    """The task's extra static dimensions: fill-mask ``max_masks``, multiple-choice
+    ``choices`` (the training data's, in the model's config as ``num_choices``)."""
+    if hps.task == "fill-mask":
+        return {"max_masks": hps.max_masks}
+    if hps.task == "multiple-choice":
+        return {"choices": int(model.config.num_choices)}
+    return {}
+
+
+def _compile_neuron_in_child(
+    staging: Path,
+    hps: TrainingHyperparameters,
+    labels: tuple,
+    shape: Mapping[str, int] | None = None,
+) -> None:
     """Neuron: compile the saved checkpoint in a clean child (``smneuron.neuron.compile``)."""
     import os
 
@@ -110,6 +128,7 @@ def _compile_neuron_in_child(staging: Path, hps: TrainingHyperparameters, labels
         sequence_lengths=hps.sequence_lengths,
         compiler_args=args,
         cores_per_model=hps.cores_per_model,
+        **(shape or {}),
         doc_stride=hps.doc_stride if hps.task == "question-answering" else None,
     )
     log.info(

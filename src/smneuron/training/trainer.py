@@ -19,7 +19,7 @@ from typing import Any
 from smneuron.env import ENV, remote_code_hint
 from smneuron.errors import ConfigurationError
 from smneuron.job import TrainingEnv
-from smneuron.training import qa, tokens
+from smneuron.training import choices, masked, nextsentence, qa, tokens
 from smneuron.training.checkpoints import (
     Terminated,
     TerminationFlag,
@@ -43,7 +43,12 @@ MODEL_CLASSES = {
     "text-classification": "AutoModelForSequenceClassification",
     "token-classification": "AutoModelForTokenClassification",
     "question-answering": "AutoModelForQuestionAnswering",
+    "fill-mask": "AutoModelForMaskedLM",
+    "multiple-choice": "AutoModelForMultipleChoice",
+    "next-sentence-prediction": "AutoModelForNextSentencePrediction",
 }
+# Tasks whose head has no label names to size (the vocabulary, one score per choice, is-next).
+UNLABELLED_TASKS = ("fill-mask", "multiple-choice", "next-sentence-prediction")
 # Trainer log keys renamed in the key=value lines (metric_definitions regexes rely on them).
 RENAMED = {"loss": "train_loss"}
 
@@ -137,13 +142,16 @@ def compute_metrics(eval_pred: Any) -> dict[str, float]:
 
 
 def metrics_function(hps: TrainingHyperparameters, labels: tuple[str, ...]) -> Any:
-    """The task's metrics: accuracy and macro F1, or entity-level P/R/F1 for NER."""
+    """The task's metrics: accuracy and macro F1 (multiple choice and NSP too), entity-level
+    P/R/F1 for NER; none for fill-mask (its perplexity comes from the loss)."""
     if hps.task == "token-classification":
         return tokens.metrics_for(labels)
+    if hps.task == "fill-mask":
+        return None
     return compute_metrics
 
 
-def metrics_callback() -> Any:
+def metrics_callback(task: str = "text-classification") -> Any:
     from transformers import TrainerCallback
 
     class KeyValueMetrics(TrainerCallback):
@@ -151,6 +159,8 @@ def metrics_callback() -> Any:
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero and logs:
+                if task == "fill-mask":
+                    logs = masked.with_perplexity(logs)
                 log.info("%s", format_metrics(logs, state.epoch, state.global_step))
 
     return KeyValueMetrics()
@@ -204,6 +214,12 @@ def data_collator(tokenizer: Any, hps: TrainingHyperparameters, *, static_shapes
     """
     from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
 
+    if hps.task == "fill-mask":
+        return masked.collator(
+            tokenizer, hps.mlm_probability, hps.max_seq_length if static_shapes else None
+        )
+    if hps.task == "multiple-choice":
+        return choices.collator(tokenizer, hps.max_seq_length if static_shapes else None)
     if hps.task == "token-classification":  # pads the labels too, with -100
         if static_shapes:
             return DataCollatorForTokenClassification(
@@ -239,17 +255,39 @@ def train(
     """
     source = resolve_model_source(hps, env.channels)
     _quiet_datasets()
+    count = None  # multiple-choice: choices per row
     with tempfile.TemporaryDirectory(prefix="smneuron-data-") as cache:
+        common: dict[str, Any] = {
+            "train_channel": hps.train_channel,
+            "validation_channel": hps.validation_channel,
+            "data_format": hps.data_format,
+            "cache_dir": Path(cache),
+        }
         if hps.task == "question-answering":
             splits = qa.load_qa_splits(
                 env.channels,
-                train_channel=hps.train_channel,
-                validation_channel=hps.validation_channel,
                 question_column=hps.question_column,
                 context_column=hps.context_column,
                 answers_column=hps.answers_column,
-                data_format=hps.data_format,
-                cache_dir=Path(cache),
+                **common,
+            )
+        elif hps.task == "fill-mask":
+            splits = masked.load_text_splits(env.channels, text_column=hps.text_column, **common)
+        elif hps.task == "multiple-choice":
+            splits, count = choices.load_choice_splits(
+                env.channels,
+                text_column=hps.text_column,
+                choices_column=hps.choices_column,
+                label_column=hps.label_column,
+                **common,
+            )
+        elif hps.task == "next-sentence-prediction":
+            splits = nextsentence.load_pair_splits(
+                env.channels,
+                text_column=hps.text_column,
+                text_pair_column=hps.text_pair_column,
+                is_next_column=hps.is_next_column,
+                **common,
             )
         elif hps.task == "token-classification":
             splits = tokens.load_token_splits(
@@ -274,7 +312,7 @@ def train(
                 data_format=hps.data_format,
                 cache_dir=Path(cache),
             )
-        return _fit(env, hps, flag, source, splits, backend)
+        return _fit(env, hps, flag, source, splits, backend, count)
 
 
 def _fit(
@@ -284,6 +322,7 @@ def _fit(
     source: str,
     splits: Splits,
     backend: str,
+    num_choices: int | None = None,
 ) -> TrainResult:
     """Load, train (resuming from the latest checkpoint), then publish on rank 0."""
     _quiet_transformers()
@@ -293,10 +332,18 @@ def _fit(
     precompile_run = _start_neuron_process() if on_neuron else False
     log.info("pretrained model: %s; labels: %s", source, ", ".join(labels))
     tokenizer, model = load_pretrained(source, labels, hps, trust_remote_code=env.trust_remote_code)
+    if num_choices is not None:  # saved in config.json: `smneuron compile` reads it back
+        model.config.num_choices = num_choices
     metrics_fn = None
     if hps.task == "question-answering":  # windows of the context; EM/F1 read their offsets
         tokenized, windows = qa.tokenize_qa(splits, tokenizer, hps.max_seq_length, hps.doc_stride)
         metrics_fn = qa.metrics_for(windows) if windows is not None else None
+    elif hps.task == "fill-mask":
+        tokenized = masked.tokenize(splits, tokenizer, hps.max_seq_length)
+    elif hps.task == "multiple-choice":
+        tokenized = choices.tokenize(splits, tokenizer, hps.max_seq_length)
+    elif hps.task == "next-sentence-prediction":
+        tokenized = nextsentence.tokenize(splits, tokenizer, hps.max_seq_length)
     elif hps.task == "token-classification":
         tokenized = tokens.tokenize_words(splits, tokenizer, hps.max_seq_length)
     else:
@@ -328,6 +375,8 @@ def _fit(
     if precompile_run:
         return TrainResult({}, step, labels, None, None, precompile_run=True)
     metrics = _final_metrics(trainer) if "validation" in tokenized else {}
+    if hps.task == "fill-mask":
+        metrics = masked.with_perplexity(metrics)
     artifact = None
     if trainer.is_world_process_zero():
         write_metrics(paths, metrics, step)
@@ -384,7 +433,7 @@ def _make_trainer(
         processing_class=tokenizer,
         data_collator=data_collator(tokenizer, hps, static_shapes=on_neuron),
         compute_metrics=(metrics_fn or metrics_function(hps, labels)) if evaluate else None,
-        callbacks=[metrics_callback(), checkpoint_callback(flag)],
+        callbacks=[metrics_callback(hps.task), checkpoint_callback(flag)],
     )
     trainer.remove_callback(PrinterCallback)  # it prints raw dicts; we log key=value lines
     return trainer
@@ -434,19 +483,20 @@ def load_pretrained(
             source, local_files_only=local_only, trust_remote_code=trust_remote_code
         )
         auto = MODEL_CLASSES[hps.task]
-        # Question answering has no labels: its head is start and end logits (2 outputs).
-        head = (
+        # Only label tasks size their head from label names: question answering has start and
+        # end logits, fill-mask the vocabulary, multiple choice one score per choice, NSP two.
+        sized = (
             {
                 "num_labels": len(labels),
                 "id2label": dict(enumerate(labels)),
                 "label2id": {name: i for i, name in enumerate(labels)},
             }
-            if labels
+            if labels and hps.task not in UNLABELLED_TASKS
             else {}
         )
         model = getattr(transformers, auto).from_pretrained(
             source,
-            **head,
+            **sized,
             ignore_mismatched_sizes=True,
             local_files_only=local_only,
             trust_remote_code=trust_remote_code,
@@ -505,6 +555,8 @@ def training_arguments(
         # XLA: concatenating evaluation batches on the device compiles a new graph at every
         # step (Neuron SDK known issue for the HF Trainer; transformers issue 37593).
         eval_do_concat_batches=on_cpu,
+        # fill-mask: no metric reads the [batch, sequence, vocabulary] logits; keep the loss.
+        prediction_loss_only=hps.task == "fill-mask",
     )
 
 

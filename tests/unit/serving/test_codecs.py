@@ -208,3 +208,26 @@ def test_npy_bytes_and_zero_d_strings():
         "a",
         "b",
     ]
+
+
+def _json(value) -> codecs.Inputs:
+    return codecs.decode(json.dumps(value).encode(), "application/json")
+
+
+def test_a_question_with_choices_is_multiple_choice_and_one_without_is_question_answering():
+    mc = {"question": "Where is milk kept cold?", "choices": ["fridge", "oven"]}
+    qa = {"question": "When?", "context": "It opened in 1889."}
+    lone = _json({"inputs": mc})
+    assert (lone.texts, lone.choices, lone.questions) == ([mc["question"]], [mc["choices"]], False)
+    listed = _json({"inputs": [mc, mc]})
+    assert listed.choices == [mc["choices"]] * 2 and not listed.questions
+    asked = _json({"inputs": [qa]})
+    assert (asked.texts, asked.pairs, asked.questions, asked.choices) == (
+        ["When?"],
+        ["It opened in 1889."],
+        True,
+        None,
+    )
+    assert _json(qa).questions  # the pipeline's top-level question=, context=
+    with pytest.raises(ClientError, match='"inputs" field'):
+        _json(mc)  # multiple choice goes in "inputs", as every other task's input
