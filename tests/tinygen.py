@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tinymodels import minilm_dir
 
 
@@ -37,10 +38,10 @@ def tiny_causal_lm(tokenizer: Any, positions: int = 128) -> Any:
     return transformers.GPT2LMHeadModel(config).eval()
 
 
-def save_tiny_causal_lm(target: Path) -> Path:
+def save_tiny_causal_lm(target: Path, positions: int = 128) -> Path:
     """A tiny GPT-2 checkpoint + tokenizer in ``target``."""
     tokenizer = tiny_tokenizer()
-    model = tiny_causal_lm(tokenizer)
+    model = tiny_causal_lm(tokenizer, positions)
     target.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(target, safe_serialization=True)
     tokenizer.save_pretrained(target)
@@ -48,14 +49,18 @@ def save_tiny_causal_lm(target: Path) -> Path:
 
 
 def build_causal_artifact(
-    target: Path, batch_size: int = 2, buckets: tuple[int, ...] = (8, 16), total: int = 40
+    target: Path,
+    batch_size: int = 2,
+    buckets: tuple[int, ...] = (8, 16),
+    total: int = 40,
+    positions: int = 128,
 ) -> Path:
     """A CPU causal-lm artifact: the tiny checkpoint + its manifest with static limits."""
     import json
 
     from smneuron.artifact.generation import write_generation_manifest
 
-    save_tiny_causal_lm(target)
+    save_tiny_causal_lm(target, positions)
     config = json.loads((target / "config.json").read_text())
     write_generation_manifest(
         target,

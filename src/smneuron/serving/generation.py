@@ -470,8 +470,7 @@ class GenerationModel:
                 "(SMNEURON_REQUEST_DEADLINE_S); ask for fewer max_new_tokens, or stream"
             )
         answers = [
-            [answer(seq.prompt, out.value, options)]
-            for seq, out in zip(seqs, outputs, strict=True)
+            [answer(seq.prompt, out.value, options)] for seq, out in zip(seqs, outputs, strict=True)
         ]
         return Prediction(
             results=answers[0] if single and len(answers) == 1 else answers,
@@ -531,9 +530,7 @@ class GenerationModel:
                 }
                 if token.outcome is not None:
                     outcome = token.outcome
-                    event["generated_text"] = answer(seq.prompt, outcome, options)[
-                        "generated_text"
-                    ]
+                    event["generated_text"] = answer(seq.prompt, outcome, options)["generated_text"]
                     event["details"] = {
                         "finish_reason": outcome.finish_reason,
                         "generated_tokens": len(outcome.token_ids),
@@ -557,6 +554,14 @@ class GenerationModel:
             bucket=bucket,
             pad_id=self.pad_id,
             eos=self.eos,
+        )
+        log.info(
+            "generation loop rows=%d batch=%d bucket=%d new_tokens=%s finish=%s",
+            len(seqs),
+            self.manifest.batch_size,
+            bucket,
+            [len(outcome.token_ids) for outcome in outcomes],
+            [outcome.finish_reason for outcome in outcomes],
         )
         return Run(
             outcomes,
@@ -671,7 +676,7 @@ def load_generation(
 def encode_event(event: Mapping[str, Any], media_type: str) -> bytes:
     """One event as a Server-Sent Event (``data: {...}\\n\\n``; an error as ``event: error``)
     or as one JSON Lines line."""
-    data = json.dumps(event, ensure_ascii=False)
+    data = json.dumps(event)  # ASCII: no client can misread the charset
     if media_type == JSONLINES:
         return (data + "\n").encode("utf-8")
     prefix = "event: error\n" if "error" in event else ""

@@ -66,12 +66,22 @@ def test_concurrent_prompts_share_a_batch_and_keep_their_answers(model, referenc
 def test_a_list_gets_one_answer_list_per_prompt(model):
     answers = model.predict(PROMPTS, {"max_new_tokens": 3}).results
     assert len(answers) == 3
-    assert all(len(a) == 1 and a[0]["generated_text"].startswith(p) for a, p in zip(answers, PROMPTS))
+    assert all(
+        len(a) == 1 and a[0]["generated_text"].startswith(p)
+        for a, p in zip(answers, PROMPTS, strict=True)
+    )
 
 
 def test_sampling_with_a_seed_is_reproducible(model):
-    params = {"max_new_tokens": 12, "do_sample": True, "seed": 7, "top_k": 50, "top_p": 0.9,
-              "temperature": 1.5, "return_full_text": False}
+    params = {
+        "max_new_tokens": 12,
+        "do_sample": True,
+        "seed": 7,
+        "top_k": 50,
+        "top_p": 0.9,
+        "temperature": 1.5,
+        "return_full_text": False,
+    }
     first = model.predict(["the cat"], params, single=True).results
     again = model.predict(["the cat"], params, single=True).results
     other = model.predict(["the cat"], {**params, "seed": 8}, single=True).results
@@ -84,7 +94,8 @@ def test_stop_strings_end_the_text_after_the_stop(model, reference):
     _, text = reference_text(hf_model, tokenizer, "the cat sat on the", 12)
     word = text.split()[2]
     answer = model.predict(
-        ["the cat sat on the"], {"max_new_tokens": 12, "stop": [word], "return_full_text": False},
+        ["the cat sat on the"],
+        {"max_new_tokens": 12, "stop": [word], "return_full_text": False},
         single=True,
     ).results[0]["generated_text"]
     assert answer.endswith(word)
@@ -95,9 +106,9 @@ def test_stream_tokens_concatenate_to_the_generated_text(model):
     events = list(model.stream(["a quick brown fox"], {"max_new_tokens": 15}))
     final = events[-1]
     assert final["details"]["generated_tokens"] == len(events)
-    assert "a quick brown fox" + "".join(e["token"]["text"] for e in events) == final[
-        "generated_text"
-    ]
+    assert (
+        "a quick brown fox" + "".join(e["token"]["text"] for e in events) == final["generated_text"]
+    )
 
 
 def test_a_prompt_above_the_largest_bucket_is_a_413_naming_it(model):
