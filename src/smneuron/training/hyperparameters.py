@@ -22,7 +22,7 @@ from smneuron.typed import (
     parse_hyperparameters,
 )
 
-TASKS = ("text-classification", "token-classification", "question-answering")
+TASKS = ("text-classification", "token-classification", "question-answering", "causal-lm")
 DATA_FORMATS = ("auto", "csv", "jsonl", "parquet")
 
 
@@ -88,6 +88,12 @@ class TrainingHyperparameters:
     max_seq_length: int = hp(
         128, "int", "tokens per training example (longer ones are truncated)", minimum=8
     )
+    packing: bool = hp(
+        False,
+        "bool",
+        "causal-lm: concatenate the texts and cut them into blocks of max_seq_length tokens "
+        "instead of padding one text per example",
+    )
     # Optimisation
     epochs: float = hp(3.0, "float", "passes over the training data", minimum=0.0)
     max_steps: int = hp(
@@ -139,6 +145,14 @@ class TrainingHyperparameters:
         "sequence-length buckets: one compiled graph each per batch size",
         minimum=1,
         maximum=8192,
+    )
+    max_total_length: int = hp(
+        0,
+        "int",
+        "causal-lm: prompt + new tokens one sequence may hold when served (sequence_lengths "
+        "are the prompt buckets, batch_size the sequences per loop); 0: twice the largest "
+        "bucket, capped by the model's positions",
+        minimum=0,
     )
     cores_per_model: int = hp(
         1,

@@ -237,6 +237,10 @@ def train(
 
     ``backend`` (``cpu`` or ``neuron``) is decided once by ``train``'s entry point.
     """
+    if hps.task == "causal-lm":  # generation: its own data, trainer and artifact
+        from smneuron.training.causal import train_causal
+
+        return train_causal(env, hps, flag, backend)
     source = resolve_model_source(hps, env.channels)
     _quiet_datasets()
     with tempfile.TemporaryDirectory(prefix="smneuron-data-") as cache:
