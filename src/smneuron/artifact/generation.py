@@ -133,3 +133,63 @@ def write_generation_manifest(
         total,
     )
     return manifest
+
+
+def compile_generation(
+    checkpoint: Path,
+    output: Path,
+    *,
+    task: str,
+    config: Mapping[str, Any],
+    backend: Any,
+    batch_size: int,
+    prompt_lengths: Sequence[int],
+    max_total_length: int | None,
+    num_cores: int = 1,
+    auto_cast_type: str = "bf16",
+) -> Manifest:
+    """``smneuron compile`` for a decoder whose checkpoint is already copied into ``output``.
+
+    CPU: the manifest alone (the eager model runs within its limits). Neuron: optimum-neuron's
+    export (``smneuron.neuron.generation``) for ``batch_size`` x ``max_total_length`` over
+    ``num_cores`` cores, its version recorded next to the Neuron stack's.
+    """
+    buckets, total = plan_limits(prompt_lengths, max_total_length, config)
+    if backend.name == "cpu":
+        return write_generation_manifest(
+            output,
+            task=task,
+            config=config,
+            batch_size=batch_size,
+            prompt_lengths=buckets,
+            max_total_length=total,
+        )
+    from smneuron.neuron.generation import ENGINE, export_causal_lm, optimum_neuron_version
+
+    files = export_causal_lm(
+        checkpoint,
+        output,
+        batch_size=batch_size,
+        sequence_length=total,
+        num_cores=num_cores,
+        auto_cast_type=auto_cast_type,
+    )
+    versions = dict(backend.versions())
+    found = optimum_neuron_version()
+    if found:
+        versions["optimum_neuron"] = found
+    return write_generation_manifest(
+        output,
+        task=task,
+        config=config,
+        batch_size=batch_size,
+        prompt_lengths=buckets,
+        max_total_length=total,
+        backend="neuron",
+        engine=ENGINE,
+        versions=versions,
+        files=files,
+        target=backend.target(),
+        cores_per_model=num_cores,
+        extra={"num_cores": num_cores, "auto_cast_type": auto_cast_type},
+    )
