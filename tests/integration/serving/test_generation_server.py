@@ -135,3 +135,33 @@ def test_a_client_that_goes_away_stops_its_generation(server):
     assert lines, server.log_text()[-3000:]
     # it stopped before its max_new_tokens
     assert f"new_tokens=[{TOTAL - 10}]" not in lines[-1]
+
+
+def test_smneuron_invoke_stream_prints_the_generated_text(server):
+    import subprocess
+    import sys
+
+    body = {"inputs": "the cat", "parameters": {"max_new_tokens": 12, "return_full_text": False}}
+    whole = post(server, body).json()[0]["generated_text"]
+    for accept in ("text/event-stream", "application/jsonlines"):
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from smneuron.tools.cli import main; sys.exit(main())",
+                "invoke",
+                "--stream",
+                "--endpoint-name",
+                "local",
+                "--local-port",
+                str(server.port),
+                "--accept",
+                accept,
+                "--body",
+                "@" + json.dumps(body),
+            ],
+            capture_output=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        assert done.stdout.decode("utf-8") == whole + "\n"
