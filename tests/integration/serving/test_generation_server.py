@@ -165,3 +165,29 @@ def test_smneuron_invoke_stream_prints_the_generated_text(server):
         )
         assert done.returncode == 0, done.stderr.decode()
         assert done.stdout.decode("utf-8") == whole + "\n"
+
+
+@pytest.fixture(scope="module")
+def mms_server(tmp_path_factory):
+    require_nginx()
+    base = tmp_path_factory.mktemp("serve-generation-mms")
+    build_causal_artifact(base / "model", batch_size=2, total=64, positions=1024)
+    running = Server("mms", base, base / "server.log")
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()
+
+
+def test_mms_answers_generation_and_sends_a_stream_whole_at_its_end(mms_server, reference):
+    prompt, params = "the cat sat on the", {"max_new_tokens": 10, "return_full_text": False}
+    whole = post(mms_server, {"inputs": prompt, "parameters": params})
+    assert whole.status_code == 200, whole.text
+    text = whole.json()[0]["generated_text"]
+    assert text == reference_text(*reference, prompt, 10)[1]
+    reply = post(mms_server, {"inputs": prompt, "parameters": params}, "text/event-stream")
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["Content-Type"].startswith("text/event-stream")
+    events = read_sse(reply)
+    assert "".join(event["token"]["text"] for event in events) == text
