@@ -520,7 +520,8 @@ class GenerationModel:
                     if error is None:
                         reason = future.result().value.finish_reason
                         error = DeadlineExceeded(
-                            f"the generation ended early ({reason}) within the request deadline"
+                            f"the generation stopped before its end ({reason}): the request "
+                            "deadline passed (SMNEURON_REQUEST_DEADLINE_S)"
                         )
                     yield {"error": _message(error), "error_type": type(error).__name__}
                     return
