@@ -87,3 +87,57 @@ def reference_text(model: Any, tokenizer: Any, prompt: str, new_tokens: int) -> 
     prompt_chars = len(tokenizer.decode(ids[0], skip_special_tokens=True))
     text = tokenizer.decode(out[0], skip_special_tokens=True)[prompt_chars:]
     return new, text
+
+
+def tiny_seq2seq(tokenizer: Any) -> Any:
+    """A seeded 2-layer T5 (d_model 32); it starts decoding from [PAD], ends at [SEP]."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.T5Config(
+        vocab_size=tokenizer.vocab_size,
+        d_model=32,
+        d_kv=16,
+        d_ff=64,
+        num_layers=2,
+        num_heads=2,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        initializer_factor=5.0,  # varied greedy text
+    )
+    return transformers.T5ForConditionalGeneration(config).eval()
+
+
+def build_seq2seq_artifact(
+    target: Path, batch_size: int = 2, buckets: tuple[int, ...] = (8, 16), total: int = 24
+) -> Path:
+    """A CPU seq2seq artifact: a tiny T5 + the MiniLM tokenizer + the manifest."""
+    import json
+
+    from smneuron.artifact.generation import write_generation_manifest
+
+    tokenizer = tiny_tokenizer()
+    target.mkdir(parents=True, exist_ok=True)
+    tiny_seq2seq(tokenizer).save_pretrained(target, safe_serialization=True)
+    tokenizer.save_pretrained(target)
+    write_generation_manifest(
+        target,
+        task="seq2seq",
+        config=json.loads((target / "config.json").read_text()),
+        batch_size=batch_size,
+        prompt_lengths=buckets,
+        max_total_length=total,
+    )
+    return target
+
+
+def reference_seq2seq(model: Any, tokenizer: Any, prompt: str, new_tokens: int) -> tuple:
+    """In-process greedy ``generate`` of an encoder-decoder: (new ids, text)."""
+    import torch
+
+    encoded = tokenizer(prompt, return_tensors="pt", return_token_type_ids=False)
+    with torch.no_grad():
+        out = model.generate(**encoded, max_new_tokens=new_tokens, do_sample=False)
+    new = out[0, 1:].tolist()  # after the decoder's start token
+    return new, tokenizer.decode(out[0], skip_special_tokens=True)

@@ -1,4 +1,4 @@
-"""Generation artifacts (``causal-lm``): the static limits a decoder is compiled for.
+"""Generation artifacts (``causal-lm``, ``seq2seq``): the static limits a decoder is compiled for.
 
 A decoder on Inferentia2 is compiled for one batch size and one total length (the KV cache
 holds ``max_total_length`` positions per sequence), and its prompts are encoded in a few
@@ -8,6 +8,7 @@ keeps to them, so that CPU serving refuses exactly the requests a Neuron artifac
     manifest.batch_size                  sequences one generation loop runs at once
     manifest.sequence_lengths            prompt buckets (the longest prompt is the largest)
     manifest.generation.max_total_length prompt tokens + new tokens of one sequence
+                                         (seq2seq: new tokens; the prompt is the encoder's)
 
 On CPU the artifact is the fine-tuned checkpoint plus the manifest (the loop runs the eager
 Hugging Face model); on Neuron ``smneuron.neuron.generation`` adds optimum-neuron's export.
@@ -26,7 +27,7 @@ from smneuron.versions import package_version
 
 log = logging.getLogger(__name__)
 
-GENERATION_TASKS = ("causal-lm",)
+GENERATION_TASKS = ("causal-lm", "seq2seq")
 CPU_ENGINE = "transformers"  # the eager model's forward with a KV cache, our own loop
 DEFAULT_BATCH_SIZE = 4
 
@@ -48,10 +49,12 @@ def plan_limits(
     prompt_lengths: Sequence[int],
     max_total_length: int | None,
     config: Mapping[str, Any],
+    task: str = "causal-lm",
 ) -> tuple[tuple[int, ...], int]:
     """(prompt buckets ascending, max total length), checked against each other and the model.
 
-    Without ``max_total_length``: twice the largest bucket, capped by the model's positions.
+    Without ``max_total_length``: twice the largest bucket, capped by the model's positions
+    (seq2seq: the largest bucket; there the total counts the decoder's tokens only).
 
     Raises:
         ConfigurationError: a bucket < 1, a total length that leaves no room to generate past
@@ -61,10 +64,15 @@ def plan_limits(
     if not buckets or buckets[0] < 1:
         raise ConfigurationError(f"prompt buckets must be ≥ 1, got {list(prompt_lengths)}")
     limit = max_positions(config)
-    total = max_total_length if max_total_length else 2 * buckets[-1]
+    causal = task == "causal-lm"
+    if not causal and limit is not None and buckets[-1] > limit:
+        raise ConfigurationError(
+            f"prompt bucket {buckets[-1]} is above the model's {limit} positions"
+        )
+    total = max_total_length if max_total_length else buckets[-1] * (2 if causal else 1)
     if not max_total_length and limit is not None:
         total = min(total, limit)
-    if total <= buckets[-1]:
+    if causal and total <= buckets[-1]:
         raise ConfigurationError(
             f"max_total_length {total} leaves no room to generate after the largest prompt "
             f"bucket {buckets[-1]}; raise max_total_length or lower the buckets"
@@ -109,7 +117,7 @@ def write_generation_manifest(
         raise ConfigurationError(f"{task!r} is not a generation task ({GENERATION_TASKS})")
     if batch_size < 1:
         raise ConfigurationError(f"batch_size must be ≥ 1, got {batch_size}")
-    buckets, total = plan_limits(prompt_lengths, max_total_length, config)
+    buckets, total = plan_limits(prompt_lengths, max_total_length, config, task)
     manifest = Manifest(
         task=task,
         backend=backend,
@@ -154,7 +162,7 @@ def compile_generation(
     export (``smneuron.neuron.generation``) for ``batch_size`` x ``max_total_length`` over
     ``num_cores`` cores, its version recorded next to the Neuron stack's.
     """
-    buckets, total = plan_limits(prompt_lengths, max_total_length, config)
+    buckets, total = plan_limits(prompt_lengths, max_total_length, config, task)
     if backend.name == "cpu":
         return write_generation_manifest(
             output,
@@ -163,6 +171,11 @@ def compile_generation(
             batch_size=batch_size,
             prompt_lengths=buckets,
             max_total_length=total,
+        )
+    if task != "causal-lm":
+        raise ConfigurationError(
+            f"{task} has no Neuron export yet (optimum-neuron's NeuronModelForSeq2SeqLM is "
+            "not wired in); compile it with --backend cpu"
         )
     from smneuron.neuron.generation import ENGINE, export_causal_lm, optimum_neuron_version
 

@@ -51,6 +51,7 @@ _ARCHITECTURE_TASKS = (
     ("ForMultipleChoice", "multiple-choice"),
     ("ForCausalLM", "causal-lm"),
     ("LMHeadModel", "causal-lm"),
+    ("ForConditionalGeneration", "seq2seq"),
 )
 _AUTO_CLASSES = {
     "text-classification": "AutoModelForSequenceClassification",

@@ -38,6 +38,7 @@ TASKS = (
     "fill-mask",
     "multiple-choice",
     "causal-lm",
+    "seq2seq",
 )
 
 

@@ -1,9 +1,11 @@
-"""Text generation (``causal-lm``): request parameters, the static-batch decode loop, streaming.
+"""Text generation (``causal-lm``, ``seq2seq``): parameters, the static-batch decode loop, streams.
 
 The artifact's static limits (``smneuron.artifact.generation``) hold on every backend: at most
 ``batch_size`` sequences per loop, prompts padded (on the left) to the smallest prompt bucket
-that holds the batch's longest, and prompt + new tokens ≤ ``max_total_length``. Batching is
-static: requests that arrive while a loop runs wait for the next loop (no continuous batching).
+that holds the batch's longest, and prompt + new tokens ≤ ``max_total_length`` (seq2seq: the
+prompt is the encoder's input, padded on the right, and new tokens ≤ ``max_total_length``).
+Batching is static: requests that arrive while a loop runs wait for the next loop (no
+continuous batching).
 
 Each sequence of a loop has its own sampling options, seed, stop strings and cancel flag, so a
 request's answer does not depend on who shared its batch, and a streaming client that goes away
@@ -99,13 +101,19 @@ def _flag(name: str, value: Any) -> bool:
     return value
 
 
-def read_parameters(parameters: Mapping[str, Any]) -> Options:
+def accepted(task: str) -> tuple[str, ...]:
+    """seq2seq answers the new text only: no ``return_full_text``."""
+    return PARAMETERS if task == "causal-lm" else PARAMETERS[:-1]
+
+
+def read_parameters(parameters: Mapping[str, Any], task: str = "causal-lm") -> Options:
     """The request's ``parameters`` as ``Options``; a ClientError (400) names a bad one."""
-    unknown = sorted(str(name) for name in parameters if name not in PARAMETERS)
+    names = accepted(task)
+    unknown = sorted(str(name) for name in parameters if name not in names)
     if unknown:
         raise ClientError(
-            f"unknown parameter(s) {', '.join(unknown)} for causal-lm; accepted parameters: "
-            + ", ".join(PARAMETERS)
+            f"unknown parameter(s) {', '.join(unknown)} for {task}; accepted parameters: "
+            + ", ".join(names)
         )
     values: dict[str, Any] = {}
     given = {name: value for name, value in parameters.items() if value is not None}
@@ -194,11 +202,14 @@ class Prompt:
 class _State:
     """The loop's bookkeeping for one sequence."""
 
-    def __init__(self, seq: Prompt, tokenizer: Any) -> None:
+    def __init__(self, seq: Prompt, tokenizer: Any, decoder: Any) -> None:
         self.seq = seq
         self.tokenizer = tokenizer
         self.generated: list[int] = []
-        self.prompt_chars = len(tokenizer.decode(seq.ids, skip_special_tokens=True))
+        # Causal: the prompt is the start of the sequence; seq2seq: the decoder's start token.
+        self.context = list(seq.ids) if decoder.causal else []
+        self.seen = list(seq.ids) if decoder.causal else [decoder.start_id]
+        self.prompt_chars = len(tokenizer.decode(self.context, skip_special_tokens=True))
         self.text = ""
         self.sent = ""
         self.reason: str | None = None
@@ -216,7 +227,7 @@ class _State:
         self.generated.append(token)
         # As the pipeline does: the new text is what decoding the whole sequence adds to the
         # decoded prompt (a tokenizer may put the space between them on either side).
-        full = self.tokenizer.decode(self.seq.ids + self.generated, skip_special_tokens=True)
+        full = self.tokenizer.decode(self.context + self.generated, skip_special_tokens=True)
         self.text = full[self.prompt_chars :]
         if token in eos:
             self.reason = "eos"
@@ -278,7 +289,13 @@ def choose_next(logits: Any, state: _State, seen: Any) -> int:
 
 
 class Decoder:
-    """The eager Hugging Face causal LM behind a (prefill, step) interface with a KV cache."""
+    """The eager Hugging Face causal LM behind a (start, step) interface with a KV cache.
+
+    Prompts are padded on the left, so every row's next token is at the last position.
+    """
+
+    causal = True
+    start_id = 0
 
     def __init__(self, model: Any) -> None:
         import inspect
@@ -286,8 +303,7 @@ class Decoder:
         self.model = model.eval()
         self.positions = "position_ids" in inspect.signature(model.forward).parameters
 
-    def forward(self, ids: Any, mask: Any, past: Any) -> tuple[Any, Any]:
-        """Logits of each row's last position, and the cache after ``ids``."""
+    def _forward(self, ids: Any, mask: Any, past: Any) -> tuple[Any, Any]:
         import torch
 
         extra: dict[str, Any] = {}
@@ -298,11 +314,64 @@ class Decoder:
             out = self.model(
                 input_ids=ids, attention_mask=mask, past_key_values=past, use_cache=True, **extra
             )
-        return out.logits[:, -1, :], out.past_key_values
+        return out.logits[:, -1, :], (mask, out.past_key_values)
+
+    def pad(self, row: list[int], bucket: int, pad_id: int) -> tuple[list[int], list[int]]:
+        fill = bucket - len(row)
+        return [pad_id] * fill + row, [0] * fill + [1] * len(row)
+
+    def start(self, ids: Any, mask: Any) -> tuple[Any, Any]:
+        """Logits of each row's next token after its prompt, and the loop's state."""
+        return self._forward(ids, mask, None)
+
+    def step(self, tokens: Any, state: Any) -> tuple[Any, Any]:
+        """Logits after one more token per row (``tokens``: [batch])."""
+        import torch
+
+        mask, past = state
+        mask = torch.cat([mask, torch.ones((mask.shape[0], 1), dtype=mask.dtype)], dim=1)
+        return self._forward(tokens.unsqueeze(1), mask, past)
+
+
+class EncoderDecoder:
+    """An eager Hugging Face encoder-decoder (T5, BART): the encoder runs once per loop on the
+    right-padded prompts, the decoder one token at a time from its start token."""
+
+    causal = False
+
+    def __init__(self, model: Any, start_id: int) -> None:
+        self.model = model.eval()
+        self.start_id = start_id
+
+    def pad(self, row: list[int], bucket: int, pad_id: int) -> tuple[list[int], list[int]]:
+        fill = bucket - len(row)
+        return row + [pad_id] * fill, [1] * len(row) + [0] * fill
+
+    def start(self, ids: Any, mask: Any) -> tuple[Any, Any]:
+        import torch
+
+        with torch.no_grad():
+            encoded = self.model.get_encoder()(input_ids=ids, attention_mask=mask)
+        first = torch.full((ids.shape[0],), self.start_id, dtype=torch.long)
+        return self.step(first, (encoded, mask, None))
+
+    def step(self, tokens: Any, state: Any) -> tuple[Any, Any]:
+        import torch
+
+        encoded, mask, past = state
+        with torch.no_grad():
+            out = self.model(
+                encoder_outputs=encoded,
+                attention_mask=mask,
+                decoder_input_ids=tokens.unsqueeze(1),
+                past_key_values=past,
+                use_cache=True,
+            )
+        return out.logits[:, -1, :], (encoded, mask, out.past_key_values)
 
 
 def run_loop(
-    decoder: Decoder,
+    decoder: Decoder | EncoderDecoder,
     tokenizer: Any,
     seqs: Sequence[Prompt],
     *,
@@ -312,16 +381,15 @@ def run_loop(
     eos: set[int],
 ) -> list[Outcome]:
     """Generate for ``seqs`` (≤ ``batch_size``) in one static batch of ``batch_size`` rows,
-    each prompt left-padded to ``bucket``; filler rows are one pad token each."""
+    each prompt padded to ``bucket``; filler rows are one pad token each."""
     import torch
 
-    states = [_State(seq, tokenizer) for seq in seqs]
+    states = [_State(seq, tokenizer, decoder) for seq in seqs]
     rows = [seq.ids for seq in seqs] + [[pad_id]] * (batch_size - len(seqs))
-    ids = torch.tensor([[pad_id] * (bucket - len(row)) + row for row in rows], dtype=torch.long)
-    mask = torch.tensor(
-        [[0] * (bucket - len(row)) + [1] * len(row) for row in rows], dtype=torch.long
-    )
-    logits, past = decoder.forward(ids, mask, None)
+    padded = [decoder.pad(list(row), bucket, pad_id) for row in rows]
+    ids = torch.tensor([row for row, _ in padded], dtype=torch.long)
+    mask = torch.tensor([row_mask for _, row_mask in padded], dtype=torch.long)
+    logits, loop = decoder.start(ids, mask)
     steps = max(seq.max_new_tokens for seq in seqs)
     for _ in range(steps):
         now = time.monotonic()
@@ -335,15 +403,14 @@ def run_loop(
             if state.reason is not None:
                 picked.append(pad_id)
                 continue
-            seen = torch.tensor(state.seq.ids + state.generated, dtype=torch.long)
+            seen = torch.tensor(state.seen + state.generated, dtype=torch.long)
             token = choose_next(logits[row], state, seen)
             state.add(token, eos)
             picked.append(token)
         if all(state.reason is not None for state in states):
             break
         picked += [pad_id] * (batch_size - len(states))
-        mask = torch.cat([mask, torch.ones((batch_size, 1), dtype=torch.long)], dim=1)
-        logits, past = decoder.forward(torch.tensor(picked).unsqueeze(1), mask, past)
+        logits, loop = decoder.step(torch.tensor(picked, dtype=torch.long), loop)
     return [state.outcome() for state in states]
 
 
@@ -351,9 +418,11 @@ def run_loop(
 # The model
 
 
-def answer(prompt: str, outcome: Outcome, options: Options) -> dict[str, str]:
-    text = prompt + outcome.text if options.return_full_text else outcome.text
-    return {"generated_text": text}
+def answer(prompt: str, outcome: Outcome, options: Options, task: str) -> dict[str, str]:
+    """``{"generated_text"}``; causal-lm with ``return_full_text``: the prompt + the new text
+    (seq2seq: always the new text, as the text2text-generation pipeline answers)."""
+    full = task == "causal-lm" and options.return_full_text
+    return {"generated_text": prompt + outcome.text if full else outcome.text}
 
 
 class GenerationModel:
@@ -363,7 +432,7 @@ class GenerationModel:
         self,
         manifest: Manifest,
         tokenizer: Any,
-        decoder: Decoder,
+        decoder: Decoder | EncoderDecoder,
         *,
         eos: set[int],
         max_delay_s: float = 0.0,
@@ -406,6 +475,7 @@ class GenerationModel:
                 f"{self.limits.max_inputs} per request (SMNEURON_MAX_INPUTS)"
             )
         largest = self.manifest.sequence_lengths[-1]
+        causal = self.decoder.causal
         seqs = []
         for text in texts:
             if len(text) > self.limits.max_text_chars:
@@ -413,7 +483,8 @@ class GenerationModel:
                     f"a prompt has {len(text)} characters, above the limit of "
                     f"{self.limits.max_text_chars} (SMNEURON_MAX_TEXT_CHARS)"
                 )
-            ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            # As the pipelines do: text-generation adds no special tokens, text2text does.
+            ids = list(self.tokenizer(text, add_special_tokens=not causal)["input_ids"])
             if not ids:
                 if self.bos_id is None:
                     raise ClientError("the prompt is empty and the tokenizer has no BOS token")
@@ -423,13 +494,18 @@ class GenerationModel:
                     f"the prompt has {len(ids)} tokens, above the largest prompt bucket of "
                     f"{largest} tokens this artifact was compiled for; shorten the prompt"
                 )
-            room = self.max_total_length - len(ids)
+            room = self.max_total_length - (len(ids) if causal else 0)
             wanted = options.max_new_tokens
             if wanted is not None and wanted > room:
+                if causal:
+                    raise ClientError(
+                        f'"max_new_tokens" {wanted} does not fit: the prompt has {len(ids)} '
+                        f"tokens and the artifact's max_total_length is {self.max_total_length} "
+                        f"(prompt + new tokens), so at most {room} new tokens"
+                    )
                 raise ClientError(
-                    f'"max_new_tokens" {wanted} does not fit: the prompt has {len(ids)} tokens '
-                    f"and the artifact's max_total_length is {self.max_total_length} (prompt + "
-                    f"new tokens), so at most {room} new tokens"
+                    f'"max_new_tokens" {wanted} is above the artifact\'s max_total_length of '
+                    f"{room} (new tokens of a seq2seq answer)"
                 )
             count = wanted if wanted is not None else min(DEFAULT_MAX_NEW_TOKENS, room)
             seqs.append(Prompt(text, ids, count, options, deadline))
@@ -448,7 +524,7 @@ class GenerationModel:
         """One answer per prompt, in the text-generation pipeline's shapes: a lone prompt
         gets ``[{"generated_text"}]``, a list one such list per prompt."""
         started = time.monotonic()
-        options = read_parameters(parameters or {})
+        options = read_parameters(parameters or {}, self.manifest.task)
         if pairs is not None and any(pair is not None for pair in pairs):
             raise ClientError('causal-lm takes prompts (strings), not {"text", "text_pair"}')
         if not texts:
@@ -470,7 +546,8 @@ class GenerationModel:
                 "(SMNEURON_REQUEST_DEADLINE_S); ask for fewer max_new_tokens, or stream"
             )
         answers = [
-            [answer(seq.prompt, out.value, options)] for seq, out in zip(seqs, outputs, strict=True)
+            [answer(seq.prompt, out.value, options, self.manifest.task)]
+            for seq, out in zip(seqs, outputs, strict=True)
         ]
         return Prediction(
             results=answers[0] if single and len(answers) == 1 else answers,
@@ -493,7 +570,7 @@ class GenerationModel:
         """Check the request (errors raise here, before any byte is sent), then return an
         iterator of events: one per new token, the last with the whole ``generated_text``.
         Closing the iterator early (the client went away) stops the sequence."""
-        options = read_parameters(parameters or {})
+        options = read_parameters(parameters or {}, self.manifest.task)
         if len(texts) != 1:
             raise ClientError(f"streaming takes one prompt, got {len(texts)}")
         if deadline is None:
@@ -531,7 +608,9 @@ class GenerationModel:
                 }
                 if token.outcome is not None:
                     outcome = token.outcome
-                    event["generated_text"] = answer(seq.prompt, outcome, options)["generated_text"]
+                    event["generated_text"] = answer(
+                        seq.prompt, outcome, options, self.manifest.task
+                    )["generated_text"]
                     event["details"] = {
                         "finish_reason": outcome.finish_reason,
                         "generated_tokens": len(outcome.token_ids),
@@ -628,7 +707,7 @@ def load_generation(
     trust_remote_code: bool = False,
 ) -> GenerationModel:
     """Check the artifact against this host, then load its tokenizer and model."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import transformers
 
     started = time.monotonic()
     manifest = read_manifest(model_dir)
@@ -639,20 +718,30 @@ def load_generation(
             "serve the CPU artifact (`smneuron compile --backend cpu`)"
         )
     if "max_total_length" not in manifest.generation:
-        raise ArtifactError("manifest.json of a causal-lm artifact lacks generation limits")
+        raise ArtifactError(f"manifest.json of a {manifest.task} artifact lacks generation limits")
+    causal = manifest.task == "causal-lm"
+    auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModelForSeq2SeqLM
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
+        tokenizer = transformers.AutoTokenizer.from_pretrained(
             str(model_dir), local_files_only=True, trust_remote_code=trust_remote_code
         )
-        model = AutoModelForCausalLM.from_pretrained(
+        model = auto.from_pretrained(
             str(model_dir), local_files_only=True, trust_remote_code=trust_remote_code
         )
     except (OSError, ValueError) as err:
         raise ArtifactError(
-            f"cannot load the causal LM from {model_dir}: {remote_code_hint(err)}"
+            f"cannot load the {manifest.task} model from {model_dir}: {remote_code_hint(err)}"
         ) from err
     generation_config = getattr(model, "generation_config", None)
-    eos = eos_ids(model.config.to_dict(), generation_config.to_dict() if generation_config else {})
+    generation = generation_config.to_dict() if generation_config else {}
+    config = model.config.to_dict()
+    eos = eos_ids(config, generation)
+    decoder: Decoder | EncoderDecoder = Decoder(model)
+    if not causal:
+        start = generation.get("decoder_start_token_id", config.get("decoder_start_token_id"))
+        if not isinstance(start, int):
+            raise ArtifactError("the seq2seq model's config has no decoder_start_token_id")
+        decoder = EncoderDecoder(model, start)
     log.info(
         "loaded generation artifact batch=%d prompt buckets=%s max_total_length=%s in %.1fs",
         manifest.batch_size,
@@ -663,7 +752,7 @@ def load_generation(
     return GenerationModel(
         manifest,
         tokenizer,
-        Decoder(model),
+        decoder,
         eos=eos,
         max_delay_s=max_delay_ms / 1000.0,
         limits=limits,
