@@ -252,6 +252,7 @@ def write_generation_artifact(
     env: TrainingEnv,
     flag: TerminationFlag,
     backend: str,
+    task: str = "causal-lm",
 ) -> Path:
     """Checkpoint + generation manifest, staged next to /opt/ml/model and moved in whole."""
     from smneuron.artifact.generation import write_generation_manifest
@@ -266,7 +267,7 @@ def write_generation_artifact(
         if hps.compile:
             write_generation_manifest(
                 staging,
-                task="causal-lm",
+                task=task,
                 config=model.config.to_dict(),
                 batch_size=hps.batch_size,
                 prompt_lengths=hps.sequence_lengths,

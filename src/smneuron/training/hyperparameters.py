@@ -22,7 +22,13 @@ from smneuron.typed import (
     parse_hyperparameters,
 )
 
-TASKS = ("text-classification", "token-classification", "question-answering", "causal-lm")
+TASKS = (
+    "text-classification",
+    "token-classification",
+    "question-answering",
+    "causal-lm",
+    "seq2seq",
+)
 DATA_FORMATS = ("auto", "csv", "jsonl", "parquet")
 
 
@@ -54,6 +60,8 @@ class TrainingHyperparameters:
         "", "str", "column with the second text of a pair (e.g. NLI); empty: none"
     )
     label_column: str = hp("label", "str", "column with the label name (or number)")
+    source_column: str = hp("source", "str", "seq2seq: column with the input text")
+    target_column: str = hp("target", "str", "seq2seq: column with the text to generate")
     tokens_column: str = hp(
         "tokens", "str", "token-classification: column with each row's list of words"
     )

@@ -241,6 +241,10 @@ def train(
         from smneuron.training.causal import train_causal
 
         return train_causal(env, hps, flag, backend)
+    if hps.task == "seq2seq":
+        from smneuron.training.seq2seq import train_seq2seq
+
+        return train_seq2seq(env, hps, flag, backend)
     source = resolve_model_source(hps, env.channels)
     _quiet_datasets()
     with tempfile.TemporaryDirectory(prefix="smneuron-data-") as cache:
