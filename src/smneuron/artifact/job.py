@@ -111,7 +111,8 @@ class CompileHyperparameters:
         0,
         "int",
         "causal-lm: prompt + new tokens per sequence (sequence_lengths are the prompt "
-        "buckets); 0: twice the largest bucket, capped by the model's positions",
+        "buckets); 0: twice the largest bucket, capped by the model's positions. seq2seq: "
+        "the most new tokens; 0: the largest bucket",
         minimum=0,
     )
     num_cores: int = hp(

@@ -159,7 +159,8 @@ class TrainingHyperparameters:
         "int",
         "causal-lm: prompt + new tokens one sequence may hold when served (sequence_lengths "
         "are the prompt buckets, batch_size the sequences per loop); 0: twice the largest "
-        "bucket, capped by the model's positions",
+        "bucket, capped by the model's positions. seq2seq: the most new tokens; 0: the "
+        "largest bucket",
         minimum=0,
     )
     cores_per_model: int = hp(
