@@ -105,7 +105,7 @@ def test_training_on_the_example_logs_perplexity_and_serves_hugging_face_generat
         2,
         (16, 32),
     )
-    assert manifest.generation["max_total_length"] == 64
+    assert manifest.task_parameters["max_total_length"] == 64
 
     settings = ServingSettings.from_env({"SAGEMAKER_BASE_DIR": str(opt_ml.base)})
     handler = Handler.load(opt_ml.paths.model, WorkerInfo(0, None, settings, CpuBackend()))

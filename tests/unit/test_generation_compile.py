@@ -33,7 +33,7 @@ def test_cpu_compile_records_the_static_limits_and_serves(checkpoint, tmp_path):
     assert read_manifest(tmp_path / "out") == manifest
     assert (manifest.batch_size, manifest.batch_sizes) == (3, (3,))
     assert manifest.sequence_lengths == (8, 16)
-    assert manifest.generation == {"max_total_length": 48, "engine": "transformers"}
+    assert manifest.task_parameters == {"max_total_length": 48, "engine": "transformers"}
     model = load_generation(tmp_path / "out", CpuBackend())
     try:
         answer = model.predict(["hello"], {"max_new_tokens": 3}, single=True).results
@@ -106,7 +106,7 @@ def test_neuron_export_calls_optimum_neuron_with_its_names_and_records_versions(
     assert manifest.versions["optimum_neuron"] == "0.0.28"
     assert manifest.versions["neuronx_cc"] == "2.24.8799.0"
     assert manifest.cores_per_model == 2
-    assert manifest.generation == {
+    assert manifest.task_parameters == {
         "max_total_length": 128,
         "engine": "optimum-neuron",
         "num_cores": 2,

@@ -74,7 +74,7 @@ def test_training_logs_loss_and_rouge_l_and_serves_generate(opt_ml, tmp_path, ca
     assert 0.0 <= result.metrics["eval_rougeL"] <= 1.0
     manifest = read_manifest(opt_ml.paths.model)
     assert (manifest.task, manifest.sequence_lengths) == ("seq2seq", (16,))
-    assert manifest.generation["max_total_length"] == 12
+    assert manifest.task_parameters["max_total_length"] == 12
 
     settings = ServingSettings.from_env({"SAGEMAKER_BASE_DIR": str(opt_ml.base)})
     handler = Handler.load(opt_ml.paths.model, WorkerInfo(0, None, settings, CpuBackend()))

@@ -5,10 +5,10 @@ holds ``max_total_length`` positions per sequence), and its prompts are encoded 
 fixed prompt lengths (buckets). The CPU backend records the same three numbers and its server
 keeps to them, so that CPU serving refuses exactly the requests a Neuron artifact would:
 
-    manifest.batch_size                  sequences one generation loop runs at once
-    manifest.sequence_lengths            prompt buckets (the longest prompt is the largest)
-    manifest.generation.max_total_length prompt tokens + new tokens of one sequence
-                                         (seq2seq: new tokens; the prompt is the encoder's)
+    manifest.batch_size                        sequences one generation loop runs at once
+    manifest.sequence_lengths                  prompt buckets (the longest prompt is the largest)
+    manifest.task_parameters.max_total_length  prompt tokens + new tokens of one sequence
+                                               (seq2seq: new tokens; the prompt is the encoder's)
 
 On CPU the artifact is the fine-tuned checkpoint plus the manifest (the loop runs the eager
 Hugging Face model); on Neuron ``smneuron.neuron.generation`` adds optimum-neuron's export.
@@ -129,7 +129,7 @@ def write_generation_manifest(
         versions=dict(versions if versions is not None else cpu_versions()),
         files=dict(files or {"checkpoint": "."}),
         target=target,
-        generation={"max_total_length": total, "engine": engine, **(extra or {})},
+        task_parameters={"max_total_length": total, "engine": engine, **(extra or {})},
     )
     write_manifest(model_dir, manifest)
     log.info(

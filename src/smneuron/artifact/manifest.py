@@ -75,10 +75,8 @@ class Manifest:
         target: hardware the graphs were compiled for ("cpu", "inf2", "trn1", ...).
         compiler_args: the compiler flags used (Neuron), for the record.
         task_parameters: shape parameters of the task that serving follows (question
-            answering: ``doc_stride``, the tokens two windows of a long context share).
-        generation: the static limits of a generation artifact (``causal-lm``), empty
-            otherwise: ``max_total_length`` (prompt + new tokens one sequence may hold) and
-            ``engine`` (who runs the loop); see ``smneuron.artifact.generation``.
+            answering: ``doc_stride``, the tokens two windows of a long context share;
+            generation: ``max_total_length``, ``engine``..., see ``artifact.generation``).
     """
 
     task: str
@@ -95,7 +93,6 @@ class Manifest:
     pooling: str | None = None
     batch_sizes: tuple[int, ...] = ()
     task_parameters: Mapping[str, Any] = field(default_factory=dict)
-    generation: Mapping[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -140,9 +137,6 @@ class Manifest:
         data["versions"] = dict(self.versions)
         data["files"] = dict(self.files)
         data["task_parameters"] = dict(self.task_parameters)
-        data["generation"] = dict(self.generation)
-        if not self.generation:
-            del data["generation"]  # encoder manifests stay as they were
         return data
 
     @classmethod
@@ -171,7 +165,6 @@ class Manifest:
                 # Format 1 has one batch size: batch_size, the default.
                 batch_sizes=tuple(int(x) for x in data.get("batch_sizes") or ()),
                 task_parameters=dict(data.get("task_parameters") or {}),
-                generation=dict(data.get("generation") or {}),
                 format_version=version,
             )
         except (KeyError, TypeError, ValueError) as err:

@@ -452,7 +452,7 @@ class GenerationModel:
             0,
         )
         self.bos_id = tokenizer.bos_token_id
-        self.max_total_length = int(manifest.generation["max_total_length"])
+        self.max_total_length = int(manifest.task_parameters["max_total_length"])
         # A loop may run for the request deadline and one step past it before it ends.
         self.batcher = DynamicBatcher(
             self._run,
@@ -717,7 +717,7 @@ def load_generation(
             f"serving {manifest.task} on the {backend.name} backend is not implemented yet; "
             "serve the CPU artifact (`smneuron compile --backend cpu`)"
         )
-    if "max_total_length" not in manifest.generation:
+    if "max_total_length" not in manifest.task_parameters:
         raise ArtifactError(f"manifest.json of a {manifest.task} artifact lacks generation limits")
     causal = manifest.task == "causal-lm"
     auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModelForSeq2SeqLM
@@ -746,7 +746,7 @@ def load_generation(
         "loaded generation artifact batch=%d prompt buckets=%s max_total_length=%s in %.1fs",
         manifest.batch_size,
         list(manifest.sequence_lengths),
-        manifest.generation["max_total_length"],
+        manifest.task_parameters["max_total_length"],
         time.monotonic() - started,
     )
     return GenerationModel(
