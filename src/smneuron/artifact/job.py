@@ -30,6 +30,7 @@ from smneuron import job
 from smneuron.artifact.archive import extract
 from smneuron.artifact.backends import Backend
 from smneuron.artifact.build import DEFAULT_BATCH_SIZES
+from smneuron.artifact.generation import is_generation
 from smneuron.artifact.manifest import COMPILED_DIR, MANIFEST, TASKS, Manifest
 from smneuron.env import ENV, read, remote_code_hint
 from smneuron.errors import ArtifactError, ConfigurationError
@@ -49,6 +50,9 @@ _ARCHITECTURE_TASKS = (
     ("ForMaskedLM", "fill-mask"),
     ("ForMultipleChoice", "multiple-choice"),
     ("ForNextSentencePrediction", "next-sentence-prediction"),
+    ("ForCausalLM", "causal-lm"),
+    ("LMHeadModel", "causal-lm"),
+    ("ForConditionalGeneration", "seq2seq"),
 )
 _AUTO_CLASSES = {
     "text-classification": "AutoModelForSequenceClassification",
@@ -116,6 +120,23 @@ class CompileHyperparameters:
         "Neuron device: compiles on the CPU backend for the target",
         choices=("", "inf2", "trn1", "trn2"),
     )
+    max_total_length: int = hp(
+        0,
+        "int",
+        "causal-lm: prompt + new tokens per sequence (sequence_lengths are the prompt "
+        "buckets); 0: twice the largest bucket, capped by the model's positions. seq2seq: "
+        "the most new tokens; 0: the largest bucket",
+        minimum=0,
+    )
+    num_cores: int = hp(
+        1, "int", "causal-lm on Neuron: NeuronCores per model (tensor parallelism)", minimum=1
+    )
+    auto_cast_type: str = hp(
+        "bf16",
+        "str",
+        "causal-lm on Neuron: optimum-neuron cast type",
+        choices=("bf16", "fp16", "f32"),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,6 +184,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="neuron: the instance family to compile for (no Neuron device needed)",
     )
+    parser.add_argument("--max-total-length", type=int, default=None, help="causal-lm only")
+    parser.add_argument("--num-cores", type=int, default=None, help="causal-lm on Neuron only")
+    parser.add_argument("--auto-cast-type", choices=("bf16", "fp16", "f32"), default=None)
 
 
 def _from_args(args: argparse.Namespace) -> CompileHyperparameters:
@@ -255,6 +279,22 @@ def compile_checkpoint(
         task = settings.task or task_from_config(config)
         one_of(task, TASKS, "task")
         lengths = parse_int_list(settings.sequence_lengths, "sequence_lengths")
+        if is_generation(task):  # a decoder: static limits, no traced graphs per bucket
+            from smneuron.artifact.generation import compile_generation
+
+            _copy_checkpoint(source, Path(output))
+            return compile_generation(
+                Path(output),
+                Path(output),
+                task=task,
+                config=config,
+                backend=backend,
+                batch_size=settings.batch_size,
+                prompt_lengths=lengths,
+                max_total_length=settings.max_total_length or None,
+                num_cores=settings.num_cores,
+                auto_cast_type=settings.auto_cast_type,
+            )
         limit = config.get("max_position_embeddings")
         if isinstance(limit, int) and max(lengths) > limit:
             raise ConfigurationError(

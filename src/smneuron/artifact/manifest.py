@@ -38,6 +38,8 @@ TASKS = (
     "fill-mask",
     "multiple-choice",
     "next-sentence-prediction",
+    "causal-lm",
+    "seq2seq",
 )
 
 
@@ -78,7 +80,8 @@ class Manifest:
         choices: multiple-choice: the compiled number of choices (inputs
             ``[batch, choices, sequence]``).
         task_parameters: shape parameters of the task that serving follows (question
-            answering: ``doc_stride``, the tokens two windows of a long context share).
+            answering: ``doc_stride``, the tokens two windows of a long context share;
+            generation: ``max_total_length``, ``engine``..., see ``artifact.generation``).
     """
 
     task: str

@@ -12,7 +12,7 @@ import inspect
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -72,20 +72,35 @@ class Context:
 @dataclass(frozen=True)
 class Response:
     """What a stack sends: status, body, Content-Type and any extra ``headers``
-    (e.g. ``Retry-After`` on a 503 from a full queue)."""
+    (e.g. ``Retry-After`` on a 503 from a full queue).
+
+    ``stream``, when set, replaces ``body``: chunks to send as they come (generation with
+    ``Accept: text/event-stream`` or ``application/jsonlines``); closing it stops the work.
+    """
 
     body: bytes
     content_type: str
     status: int = 200
     headers: tuple[tuple[str, str], ...] = ()
+    stream: Iterable[bytes] | None = None
 
 
 # --------------------------------------------------------------------------------------------
 # Defaults
 
 
-def default_model_fn(model_dir: str | Path, context: Context) -> CompiledModel:
+def default_model_fn(model_dir: str | Path, context: Context) -> Any:
     settings = context.settings
+    if generation_task(Path(model_dir)):
+        from smneuron.serving.generation import load_generation
+
+        return load_generation(
+            Path(model_dir),
+            context.worker.backend,
+            max_delay_ms=settings.max_batch_delay_ms,
+            limits=Limits.from_settings(settings),
+            trust_remote_code=settings.trust_remote_code,
+        )
     return load_compiled(
         Path(model_dir),
         context.worker.backend,
@@ -94,6 +109,14 @@ def default_model_fn(model_dir: str | Path, context: Context) -> CompiledModel:
         limits=Limits.from_settings(settings),
         trust_remote_code=settings.trust_remote_code,
     )
+
+
+def generation_task(model_dir: Path) -> bool:
+    """The artifact is a generation one (``causal-lm``): served by ``serving.generation``."""
+    from smneuron.artifact.generation import is_generation
+    from smneuron.artifact.manifest import MANIFEST, read_manifest
+
+    return (model_dir / MANIFEST).is_file() and is_generation(read_manifest(model_dir).task)
 
 
 def default_input_fn(input_data: bytes, content_type: str, context: Context) -> codecs.Inputs:
@@ -333,6 +356,9 @@ class Handler:
             custom_attributes=custom_attributes,
             deadline=started + self.worker.settings.deadline_s,
         )
+        streamed = self.streamed(body, context, accept)
+        if streamed is not None:
+            return streamed
         response_type = self.response_type(accept)  # 406 before any work
         context.accept = response_type
         transform = self.hooks.get("transform_fn")
@@ -364,6 +390,30 @@ class Handler:
             },
         )
         return response
+
+    def streamed(self, body: bytes, context: Context, accept: str | None) -> Response | None:
+        """A token stream when the client asked for one (Accept) and the model streams
+        (generation) without a user predict/output/transform hook; else None."""
+        from smneuron.serving.generation import encoded_stream, stream_type
+
+        media = stream_type(accept)
+        stream = getattr(self.model, "stream", None)
+        if media is None or not callable(stream):
+            return None
+        if any(self.hooks[name].user for name in ("predict_fn", "output_fn") if name in self.hooks):
+            return None
+        if "transform_fn" in self.hooks:
+            return None
+        inputs = as_inputs(self.read_input(body, context))
+        codecs.check_texts(inputs.texts)
+        events = stream(inputs.texts, inputs.parameters, deadline=context.deadline)
+        log.info("invocation streamed", extra={"accept": media, "bytes_in": len(body)})
+        return Response(
+            b"",
+            media,
+            headers=(("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")),
+            stream=encoded_stream(events, media),
+        )
 
     def read_input(self, body: bytes, context: Context) -> Any:
         """``input_fn``: the body was the client's, so a user hook's failure is a 400 with its

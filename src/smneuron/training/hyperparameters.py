@@ -29,6 +29,8 @@ TASKS = (
     "fill-mask",
     "multiple-choice",
     "next-sentence-prediction",
+    "causal-lm",
+    "seq2seq",
 )
 # Tasks that read text_pair_column (next-sentence-prediction: default "text_pair").
 PAIR_TASKS = ("text-classification", "next-sentence-prediction")
@@ -66,6 +68,8 @@ class TrainingHyperparameters:
         "(next-sentence-prediction: text_pair)",
     )
     label_column: str = hp("label", "str", "column with the label name (or number)")
+    source_column: str = hp("source", "str", "seq2seq: column with the input text")
+    target_column: str = hp("target", "str", "seq2seq: column with the text to generate")
     tokens_column: str = hp(
         "tokens", "str", "token-classification: column with each row's list of words"
     )
@@ -114,6 +118,12 @@ class TrainingHyperparameters:
     )
     max_seq_length: int = hp(
         128, "int", "tokens per training example (longer ones are truncated)", minimum=8
+    )
+    packing: bool = hp(
+        False,
+        "bool",
+        "causal-lm: concatenate the texts and cut them into blocks of max_seq_length tokens "
+        "instead of padding one text per example",
     )
     # Optimisation
     epochs: float = hp(3.0, "float", "passes over the training data", minimum=0.0)
@@ -174,6 +184,15 @@ class TrainingHyperparameters:
         "scores at this many positions)",
         minimum=1,
         maximum=64,
+    )
+    max_total_length: int = hp(
+        0,
+        "int",
+        "causal-lm: prompt + new tokens one sequence may hold when served (sequence_lengths "
+        "are the prompt buckets, batch_size the sequences per loop); 0: twice the largest "
+        "bucket, capped by the model's positions. seq2seq: the most new tokens; 0: the "
+        "largest bucket",
+        minimum=0,
     )
     cores_per_model: int = hp(
         1,

@@ -253,6 +253,14 @@ def train(
 
     ``backend`` (``cpu`` or ``neuron``) is decided once by ``train``'s entry point.
     """
+    if hps.task == "causal-lm":  # generation: its own data, trainer and artifact
+        from smneuron.training.causal import train_causal
+
+        return train_causal(env, hps, flag, backend)
+    if hps.task == "seq2seq":
+        from smneuron.training.seq2seq import train_seq2seq
+
+        return train_seq2seq(env, hps, flag, backend)
     source = resolve_model_source(hps, env.channels)
     _quiet_datasets()
     count = None  # multiple-choice: choices per row

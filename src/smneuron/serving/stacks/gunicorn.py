@@ -39,8 +39,11 @@ def create_app(settings: ServingSettings, runtime: WorkerRuntime) -> Any:  # fla
     app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
 
     def reply(response: Response) -> Any:
+        # A stream goes out chunk by chunk (chunked transfer; X-Accel-Buffering: no tells
+        # nginx not to buffer it); werkzeug closes it when the client goes away.
+        body = response.body if response.stream is None else response.stream
         answer = app.response_class(
-            response.body, status=response.status, content_type=response.content_type
+            body, status=response.status, content_type=response.content_type
         )
         for name, value in response.headers:  # e.g. Retry-After on a 503 (queue full)
             answer.headers[name] = value

@@ -88,4 +88,8 @@ def handle(data: list[dict[str, Any]] | None, context: Any) -> list[bytes] | Non
             context.set_response_header(index, name, value)
         if response.status != 200:
             context.set_response_status(code=response.status, phrase="error", idx=index)
-    return [response.body for response in responses]
+    # MMS answers with whole bodies: a token stream is sent once it has ended.
+    return [
+        response.body if response.stream is None else b"".join(response.stream)
+        for response in responses
+    ]

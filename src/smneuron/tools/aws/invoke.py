@@ -1,4 +1,8 @@
-"""`smneuron invoke`: sagemaker-runtime InvokeEndpoint with a body from a file or stdin."""
+"""`smneuron invoke`: sagemaker-runtime InvokeEndpoint with a body from a file or stdin.
+
+With ``--stream``: InvokeEndpointWithResponseStream, tokens printed as they arrive
+(``smneuron.tools.aws.stream``).
+"""
 
 from __future__ import annotations
 
@@ -80,6 +84,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="call a SageMaker local-mode endpoint on this port (the SDK's local runtime client)",
     )
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="InvokeEndpointWithResponseStream: print generated tokens as they arrive "
+        "(--accept text/event-stream, the default, or application/jsonlines)",
+    )
 
 
 def read_body(spec: str | None) -> bytes:
@@ -102,7 +112,38 @@ def local_client(port: int):
     return LocalSagemakerRuntimeClient(config={"local": {"serving_port": port}})
 
 
+def run_stream(args: argparse.Namespace) -> int:
+    import boto3
+
+    from smneuron.tools.aws import stream
+
+    accept = args.accept or stream.SSE
+    if accept not in stream.STREAM_TYPES:
+        raise ClientError(f"--stream needs --accept {' or '.join(stream.STREAM_TYPES)}")
+    body = read_body(args.body)
+    if args.local_port:
+        chunks = stream.local_chunks(
+            args.local_port, body, content_type=args.content_type, accept=accept
+        )
+    else:
+        client = boto3.session.Session().client(
+            "sagemaker-runtime", region_name=args.region, endpoint_url=args.endpoint_url
+        )
+        chunks = stream.endpoint_chunks(
+            client,
+            args.endpoint_name,
+            body,
+            content_type=args.content_type,
+            accept=accept,
+            CustomAttributes=args.custom_attributes,
+        )
+    stream.print_tokens(chunks, accept, sys.stdout.buffer)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "stream", False):
+        return run_stream(args)
     answer, content_type = invoke(
         args.endpoint_name,
         read_body(args.body),

@@ -1,0 +1,1 @@
+"""A fake of the optimum namespace package for tests (see ../README.md)."""

@@ -1,0 +1,50 @@
+"""A fake ``optimum.neuron`` that records calls; its names and arguments follow the real
+``NeuronModelForCausalLM`` (``from_pretrained(model_id, export=True, batch_size=,
+sequence_length=, num_cores=, auto_cast_type=)`` then ``save_pretrained(directory)``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+CALLS = os.environ.get("FAKE_OPTIMUM_CALLS", "")
+
+
+def _record(call: dict) -> None:
+    if CALLS:
+        with open(CALLS, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(call) + "\n")
+
+
+class NeuronModelForCausalLM:
+    def __init__(self, model_id: str, shapes: dict) -> None:
+        self.model_id = model_id
+        self.shapes = shapes
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_id: str,
+        *,
+        export: bool = False,
+        batch_size: int | None = None,
+        sequence_length: int | None = None,
+        num_cores: int | None = None,
+        auto_cast_type: str | None = None,
+    ) -> NeuronModelForCausalLM:
+        shapes = {
+            "export": export,
+            "batch_size": batch_size,
+            "sequence_length": sequence_length,
+            "num_cores": num_cores,
+            "auto_cast_type": auto_cast_type,
+        }
+        _record({"call": "from_pretrained", "model_id": model_id, **shapes})
+        return cls(model_id, shapes)
+
+    def save_pretrained(self, save_directory: str) -> None:
+        _record({"call": "save_pretrained", "save_directory": save_directory})
+        target = Path(save_directory)
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "config.json").write_text(json.dumps({"neuron": self.shapes}))
