@@ -30,7 +30,8 @@ from smneuron import job
 from smneuron.artifact.archive import extract
 from smneuron.artifact.backends import Backend
 from smneuron.artifact.build import DEFAULT_BATCH_SIZES
-from smneuron.artifact.manifest import COMPILED_DIR, MANIFEST, TASKS, Manifest
+from smneuron.artifact.manifest import COMPILED_DIR, MANIFEST, MEDIA_TASKS, TASKS, Manifest
+from smneuron.artifact.media import DEFAULT_DURATIONS_S
 from smneuron.env import ENV, read, remote_code_hint
 from smneuron.errors import ArtifactError, ConfigurationError
 from smneuron.job import Paths, TrainingEnv
@@ -48,6 +49,8 @@ _ARCHITECTURE_TASKS = (
     ("ForQuestionAnswering", "question-answering"),
     ("ForMaskedLM", "fill-mask"),
     ("ForMultipleChoice", "multiple-choice"),
+    ("ForImageClassification", "image-classification"),
+    ("ForAudioClassification", "audio-classification"),
 )
 _AUTO_CLASSES = {
     "text-classification": "AutoModelForSequenceClassification",
@@ -56,8 +59,15 @@ _AUTO_CLASSES = {
     "fill-mask": "AutoModelForMaskedLM",
     "multiple-choice": "AutoModelForMultipleChoice",
     "feature-extraction": "AutoModel",
+    "image-classification": "AutoModelForImageClassification",
+    "audio-classification": "AutoModelForAudioClassification",
 }
-_LABEL_TASKS = ("text-classification", "token-classification")
+_LABEL_TASKS = (
+    "text-classification",
+    "token-classification",
+    "image-classification",
+    "audio-classification",
+)
 
 
 @dataclass(frozen=True)
@@ -103,6 +113,14 @@ class CompileHyperparameters:
         "Neuron device: compiles on the CPU backend for the target",
         choices=("", "inf2", "trn1", "trn2"),
     )
+    audio_durations: tuple[float, ...] = hp(
+        DEFAULT_DURATIONS_S,
+        "float_list",
+        "audio tasks: duration buckets in seconds at the model's sampling rate (sequence "
+        "lengths do not apply)",
+        minimum=0.01,
+        maximum=600.0,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,6 +158,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--doc-stride", type=int, default=None, help="question-answering window overlap (128)"
     )
     parser.add_argument("--cores-per-model", type=int, default=None)
+    parser.add_argument(
+        "--audio-durations",
+        default=None,
+        help="audio tasks: duration buckets in seconds, e.g. 1,2,4 (the default)",
+    )
     parser.add_argument(
         "--target",
         choices=("inf2", "trn1", "trn2"),
@@ -232,11 +255,14 @@ def compile_checkpoint(
     from smneuron.neuron.backend import DEFAULT_COMPILER_ARGS, parse_compiler_args
 
     check_cores_per_model(settings.cores_per_model)
+    trust = trust_remote_code
     with tempfile.TemporaryDirectory(prefix="smneuron-checkpoint-") as scratch:
         source = _checkpoint_folder(Path(checkpoint), Path(scratch))
         config = _read_config(source)
         task = settings.task or task_from_config(config)
         one_of(task, TASKS, "task")
+        if task in MEDIA_TASKS:
+            return _compile_media(source, Path(output), task, config, settings, backend, trust)
         lengths = parse_int_list(settings.sequence_lengths, "sequence_lengths")
         limit = config.get("max_position_embeddings")
         if isinstance(limit, int) and max(lengths) > limit:
@@ -278,12 +304,52 @@ def compile_checkpoint(
         )
 
 
+def _compile_media(
+    source: Path,
+    output: Path,
+    task: str,
+    config: Mapping[str, Any],
+    settings: CompileHyperparameters,
+    backend: Backend,
+    trust_remote_code: bool,
+) -> Manifest:
+    """Image and audio checkpoints: the processor gives the static shapes (``artifact.media``)."""
+    from smneuron.artifact.build import plan_batch_sizes
+    from smneuron.artifact.media import compile_media_artifact, load_processor
+    from smneuron.neuron.backend import DEFAULT_COMPILER_ARGS, parse_compiler_args
+
+    args = parse_compiler_args(settings.compiler_args)
+    if backend.name == "neuron":
+        from smneuron.neuron.backend import with_target
+
+        args = with_target(args or DEFAULT_COMPILER_ARGS, settings.target or backend.target())
+    sizes = plan_batch_sizes(settings.batch_size, parse_int_list(settings.batch_sizes, "batch_sizes"))
+    processor = load_processor(source, task, trust_remote_code=trust_remote_code)
+    model = load_model(source, task, trust_remote_code=trust_remote_code)
+    _copy_checkpoint(source, output)
+    log.info("compiling %s (%s) for %s: batch sizes %s", source, task, backend.name, list(sizes))
+    return compile_media_artifact(
+        output,
+        model,
+        processor,
+        task=task,
+        labels=labels_from_config(config),
+        batch_sizes=sizes,
+        backend=backend,
+        durations_s=settings.audio_durations,
+        cores_per_model=settings.cores_per_model,
+        compiler_args=args,
+    )
+
+
 def task_from_config(config: Mapping[str, Any]) -> str:
     """The task of a checkpoint from its head class (``BertForSequenceClassification``...)."""
     for architecture in config.get("architectures") or ():
         for suffix, task in _ARCHITECTURE_TASKS:
             if architecture.endswith(suffix):
-                return task
+                # wav2vec2 / HuBERT / WavLM name their audio classifier *ForSequenceClassification
+                audio = task == "text-classification" and "feat_extract_norm" in config
+                return "audio-classification" if audio else task
         if architecture.endswith("Model"):
             return "feature-extraction"
     raise ConfigurationError(

@@ -74,8 +74,14 @@ def compile_command(
     batch_sizes: Sequence[int] | None = None,
     python: str = sys.executable,
     doc_stride: int | None = None,
+    audio_durations: Sequence[float] | None = None,
 ) -> list[str]:
     """The child's command line (``smneuron compile`` options plus ``--cpu-backend``)."""
+    durations = (
+        ["--audio-durations", ",".join(f"{d:g}" for d in audio_durations)]
+        if audio_durations
+        else []
+    )
     return [
         python,
         "-m",
@@ -99,6 +105,7 @@ def compile_command(
         "--cores-per-model",
         str(cores_per_model),
         *(["--doc-stride", str(doc_stride)] if doc_stride is not None else []),
+        *durations,
         "--cpu-backend",
     ]
 
@@ -116,6 +123,7 @@ def compile_in_child(
     batch_sizes: Sequence[int] | None = None,
     timeout_s: float | None = None,
     doc_stride: int | None = None,
+    audio_durations: Sequence[float] | None = None,
 ) -> None:
     """Run ``compile_command`` in a ``compile_env`` child; its failure is an ArtifactError."""
     command = compile_command(
@@ -128,6 +136,7 @@ def compile_in_child(
         compiler_args=compiler_args,
         cores_per_model=cores_per_model,
         doc_stride=doc_stride,
+        audio_durations=audio_durations,
     )
     log.info("compiling the serving artifact in a clean child: %s", " ".join(command))
     done = subprocess.run(command, env=compile_env(environ), timeout=timeout_s, check=False)

@@ -16,6 +16,9 @@ JSONLINES = "application/jsonlines"
 CSV = "text/csv"
 TEXT = "text/plain"
 NPY = "application/x-npy"
+# Raw image and audio bodies: one input each, for image and audio artifacts (serving.media).
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "application/x-image")
+AUDIO_TYPES = ("audio/wav", "audio/x-wav", "audio/wave", "audio/flac", "audio/x-flac", "audio/mpeg")
 
 
 @dataclass
@@ -31,6 +34,8 @@ class Inputs:
             ``texts[0]`` is the source sentence, ``texts[1:]`` the sentences to score.
         questions: a question-answering request (``{"question", "context"}`` inputs):
             ``texts`` are the questions, ``pairs`` their contexts.
+        media: raw image or audio bodies (``IMAGE_TYPES``, ``AUDIO_TYPES``); ``texts`` is
+            then empty.
     """
 
     texts: list[str]
@@ -39,6 +44,7 @@ class Inputs:
     single: bool = False
     similarity: bool = False
     questions: bool = False
+    media: list[bytes] | None = None
 
 
 @dataclass(frozen=True)
@@ -406,6 +412,13 @@ def decode_npy(body: bytes, options: DecodeOptions = DEFAULT_OPTIONS) -> Inputs:
     return Inputs(check_texts(items, "NPY item"))
 
 
+def decode_media(body: bytes, options: DecodeOptions = DEFAULT_OPTIONS) -> Inputs:
+    """A raw image or audio file: one input, decoded by the model (``serving.media``)."""
+    if not body:
+        raise ClientError("request body is empty; send the image or audio file's bytes")
+    return Inputs([], single=True, media=[body])
+
+
 def encode_json(result: Any) -> bytes:
     return json.dumps(result).encode("utf-8")
 
@@ -481,6 +494,7 @@ DECODERS: dict[str, Callable[[bytes, DecodeOptions], Inputs]] = {
     CSV: decode_csv,
     TEXT: decode_text,
     NPY: decode_npy,
+    **{kind: decode_media for kind in IMAGE_TYPES + AUDIO_TYPES},
 }
 
 ENCODERS: dict[str, Callable[[Any], bytes]] = {

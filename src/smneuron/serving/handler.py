@@ -18,7 +18,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from smneuron.errors import ArtifactError, ClientError, NotAcceptable, ServerError, SmneuronError
+from smneuron.artifact.manifest import MEDIA_TASKS, read_manifest
+from smneuron.errors import (
+    ArtifactError,
+    ClientError,
+    NotAcceptable,
+    ServerError,
+    SmneuronError,
+    UnsupportedContentType,
+)
 from smneuron.serving import codecs
 from smneuron.serving.model import CompiledModel, Limits, load_compiled
 from smneuron.serving.safety import enforce_offline, prepare_requirements
@@ -84,8 +92,12 @@ class Response:
 # Defaults
 
 
-def default_model_fn(model_dir: str | Path, context: Context) -> CompiledModel:
+def default_model_fn(model_dir: str | Path, context: Context) -> Any:
     settings = context.settings
+    if read_manifest(Path(model_dir)).task in MEDIA_TASKS:
+        from smneuron.serving.media import load_media
+
+        return load_media(Path(model_dir), context.worker.backend, settings)
     return load_compiled(
         Path(model_dir),
         context.worker.backend,
@@ -149,11 +161,18 @@ def default_predict_fn(data: Any, model: CompiledModel, context: Context) -> Any
     codecs.check_texts(inputs.texts)
     # Only a similarity or question request passes its flag: a user model_fn's model need not
     # know them.
-    extra: dict[str, bool] = {}
+    extra: dict[str, Any] = {}
     if inputs.similarity:
         extra["similarity"] = True
     if inputs.questions:
         extra["questions"] = True
+    if inputs.media is not None:  # a raw image or audio body
+        if not getattr(model, "takes_media", False):
+            raise UnsupportedContentType(
+                f"{context.content_type} bodies are for image and audio artifacts; this model "
+                "takes text: send application/json, text/csv or text/plain"
+            )
+        extra["media"] = inputs.media
     prediction = model.predict(
         inputs.texts,
         inputs.parameters,

@@ -251,6 +251,14 @@ def question_answering(
     from smneuron.serving import qa
 
     return qa.answer(rows, item.windows or (), item.text, options)
+# image-classification, audio-classification: the text classifier's answers (serving.media)
+
+MEDIA_PARAMETERS = ("top_k", "function_to_apply")
+
+
+def read_media_classification(parameters: Mapping[str, Any], head: Head) -> Options:
+    check_known("image and audio classification", parameters, MEDIA_PARAMETERS)
+    return read_classification(parameters, head)
 
 
 TASKS: dict[str, Task] = {
@@ -279,6 +287,18 @@ TASKS: dict[str, Task] = {
         feature_extraction,
         lambda answer, _d, _o: [answer],
         similarity=True,
+    ),
+    "image-classification": Task(
+        "image-classification",
+        read_media_classification,
+        text_classification,
+        classification_lone,
+    ),
+    "audio-classification": Task(
+        "audio-classification",
+        read_media_classification,
+        text_classification,
+        classification_lone,
     ),
 }
 

@@ -22,7 +22,13 @@ from smneuron.typed import (
     parse_hyperparameters,
 )
 
-TASKS = ("text-classification", "token-classification", "question-answering")
+TASKS = (
+    "text-classification",
+    "token-classification",
+    "question-answering",
+    "image-classification",
+    "audio-classification",
+)
 DATA_FORMATS = ("auto", "csv", "jsonl", "parquet")
 
 
@@ -78,6 +84,12 @@ class TrainingHyperparameters:
         "question-answering: tokens two windows of a long context share, in training and "
         "when served (at most half of max_seq_length / of the largest bucket)",
         minimum=0,
+    )
+    file_column: str = hp(
+        "",
+        "str",
+        "image/audio manifests (CSV, JSON Lines): column with each file's path, relative to "
+        "the manifest; empty: the first of file_name, file, path, image, audio",
     )
     labels: tuple[str, ...] = hp(
         (),
@@ -139,6 +151,14 @@ class TrainingHyperparameters:
         "sequence-length buckets: one compiled graph each per batch size",
         minimum=1,
         maximum=8192,
+    )
+    audio_durations: tuple[float, ...] = hp(
+        (1.0, 2.0, 4.0),
+        "float_list",
+        "audio-classification: duration buckets in seconds (one compiled graph each per batch "
+        "size); training clips are cut to the largest",
+        minimum=0.01,
+        maximum=600.0,
     )
     cores_per_model: int = hp(
         1,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from smneuron.artifact.manifest import MEDIA_TASKS
 from smneuron.env import ENV, remote_code_hint
 from smneuron.errors import ConfigurationError
 from smneuron.job import TrainingEnv
@@ -237,6 +238,10 @@ def train(
 
     ``backend`` (``cpu`` or ``neuron``) is decided once by ``train``'s entry point.
     """
+    if hps.task in MEDIA_TASKS:  # image and audio files, not text columns
+        from smneuron.training import media
+
+        return media.train(env, hps, flag, backend)
     source = resolve_model_source(hps, env.channels)
     _quiet_datasets()
     with tempfile.TemporaryDirectory(prefix="smneuron-data-") as cache:
