@@ -36,6 +36,7 @@ class Inputs:
             ``texts`` are the questions, ``pairs`` their contexts.
         media: raw image or audio bodies (``IMAGE_TYPES``, ``AUDIO_TYPES``); ``texts`` is
             then empty.
+        media_kind: ``"image"`` or ``"audio"``: which kind of body ``media`` holds.
     """
 
     texts: list[str]
@@ -45,6 +46,7 @@ class Inputs:
     similarity: bool = False
     questions: bool = False
     media: list[bytes] | None = None
+    media_kind: str | None = None
 
 
 @dataclass(frozen=True)
@@ -412,11 +414,19 @@ def decode_npy(body: bytes, options: DecodeOptions = DEFAULT_OPTIONS) -> Inputs:
     return Inputs(check_texts(items, "NPY item"))
 
 
-def decode_media(body: bytes, options: DecodeOptions = DEFAULT_OPTIONS) -> Inputs:
+def _media(body: bytes, kind: str) -> Inputs:
     """A raw image or audio file: one input, decoded by the model (``serving.media``)."""
     if not body:
-        raise ClientError("request body is empty; send the image or audio file's bytes")
-    return Inputs([], single=True, media=[body])
+        raise ClientError(f"request body is empty; send the {kind} file's bytes")
+    return Inputs([], single=True, media=[body], media_kind=kind)
+
+
+def decode_image_body(body: bytes, options: DecodeOptions = DEFAULT_OPTIONS) -> Inputs:
+    return _media(body, "image")
+
+
+def decode_audio_body(body: bytes, options: DecodeOptions = DEFAULT_OPTIONS) -> Inputs:
+    return _media(body, "audio")
 
 
 def encode_json(result: Any) -> bytes:
@@ -494,7 +504,8 @@ DECODERS: dict[str, Callable[[bytes, DecodeOptions], Inputs]] = {
     CSV: decode_csv,
     TEXT: decode_text,
     NPY: decode_npy,
-    **{kind: decode_media for kind in IMAGE_TYPES + AUDIO_TYPES},
+    **{kind: decode_image_body for kind in IMAGE_TYPES},
+    **{kind: decode_audio_body for kind in AUDIO_TYPES},
 }
 
 ENCODERS: dict[str, Callable[[Any], bytes]] = {

@@ -167,10 +167,11 @@ def default_predict_fn(data: Any, model: CompiledModel, context: Context) -> Any
     if inputs.questions:
         extra["questions"] = True
     if inputs.media is not None:  # a raw image or audio body
-        if not getattr(model, "takes_media", False):
+        kind = getattr(model, "media_kind", None)
+        if kind != inputs.media_kind:
+            takes = f"{kind} bodies or JSON" if kind else "text: send application/json, text/csv"
             raise UnsupportedContentType(
-                f"{context.content_type} bodies are for image and audio artifacts; this model "
-                "takes text: send application/json, text/csv or text/plain"
+                f"{context.content_type} bodies are {inputs.media_kind}s; this model takes {takes}"
             )
         extra["media"] = inputs.media
     prediction = model.predict(

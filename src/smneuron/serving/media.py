@@ -54,7 +54,6 @@ def from_base64(text: str, where: str) -> bytes:
 class MediaModel:
     """One loaded image or audio artifact; ``predict`` is thread-safe (one batcher thread)."""
 
-    takes_media = True  # the handler hands it raw image/audio bodies
 
     def __init__(
         self,
@@ -77,6 +76,7 @@ class MediaModel:
         self.task = task_for(manifest.task)
         self.head = Head(manifest.labels, (config or {}).get("problem_type"))
         self.is_image = manifest.task in IMAGE_TASKS
+        self.media_kind = "image" if self.is_image else "audio"  # the raw bodies it takes
         self.batcher = DynamicBatcher(
             self._run_batch,
             manifest.batch_size,

@@ -1,0 +1,282 @@
+"""Image and audio classification: data layouts, a tiny training run each, and served answers
+equal to the in-process Hugging Face model + processor on the same checkpoint."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+
+import numpy as np
+import pytest
+from mediamodels import (
+    image_bytes,
+    picture,
+    save_tiny_audio_classifier,
+    save_tiny_image_classifier,
+    tone,
+    wav_bytes,
+)
+
+from smneuron.errors import ClientError, DataError, UnsupportedContentType
+from smneuron.training.media import find_examples, label_ids, label_names
+
+
+def channels_of(opt_ml):
+    return {p.name: p for p in opt_ml.paths.data.iterdir()}
+
+
+def channel(opt_ml, name, files):
+    """A channel holding ``files`` (relative paths with folders -> str or bytes)."""
+    directory = opt_ml.channel(name)
+    for relative, content in files.items():
+        target = directory / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            target.write_text(content)
+    return directory
+
+
+# --------------------------------------------------------------------------------------------
+# Data layouts
+
+
+def test_a_folder_per_label_gives_the_folder_names_as_labels(opt_ml):
+    png = image_bytes(picture(1))
+    channel(opt_ml, "train", {"cat/a.png": png, "cat/b.jpg": png, "dog/c.png": png})
+    examples = find_examples("train", channels_of(opt_ml), "image-classification", "", "label")
+    assert sorted((e.path.name, e.label) for e in examples) == [
+        ("a.png", "cat"),
+        ("b.jpg", "cat"),
+        ("c.png", "dog"),
+    ]
+    assert label_names(examples, ()) == ("cat", "dog")
+
+
+@pytest.mark.parametrize(
+    "manifest, text",
+    [
+        ("labels.csv", "file_name,label\nimg/a.png,cat\nimg/b.png,dog\n"),
+        ("labels.jsonl", '{"path": "img/a.png", "label": "cat"}\n{"path": "img/b.png", "label": "dog"}\n'),
+    ],
+)  # fmt: skip
+def test_a_csv_or_jsonl_manifest_names_files_relative_to_itself(opt_ml, manifest, text):
+    png = image_bytes(picture(1))
+    channel(opt_ml, "train", {manifest: text, "img/a.png": png, "img/b.png": png})
+    examples = find_examples("train", channels_of(opt_ml), "image-classification", "", "label")
+    assert [(e.path.name, e.label) for e in examples] == [("a.png", "cat"), ("b.png", "dog")]
+
+
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        ({"a.png": b"x"}, "not in a label folder"),
+        ({"notes.txt": "hi"}, "folder per label"),
+        ({"m.csv": "file_name,label\nmissing.png,cat\n"}, "'missing.png' not found"),
+        ({"m.csv": "picture,label\na.png,cat\n"}, "no column 'file_name / file / path"),
+        ({"m.csv": "file_name,kind\na.png,cat\n", "a.png": b"x"}, "no column 'label'"),
+    ],
+)
+def test_bad_layouts_are_data_errors_that_say_what_to_fix(opt_ml, files, message):
+    channel(opt_ml, "train", files)
+    with pytest.raises(DataError, match=message):
+        find_examples("train", channels_of(opt_ml), "image-classification", "", "label")
+
+
+def test_a_label_outside_the_given_labels_is_named(opt_ml):
+    channel(opt_ml, "train", {"cat/a.wav": wav_bytes(tone(0.1)), "owl/b.wav": wav_bytes(tone(0.1))})
+    examples = find_examples("train", channels_of(opt_ml), "audio-classification", "", "label")
+    with pytest.raises(DataError, match="b.wav has label 'owl', not one of the labels"):
+        label_ids("train", examples, ("cat", "dog"))
+
+
+# --------------------------------------------------------------------------------------------
+# Tiny training runs, served
+
+
+def train(opt_ml, tmp_path, caplog, task, files, **hps):
+    from smneuron.job import TrainingEnv
+    from smneuron.training import hyperparameters, trainer
+    from smneuron.training.checkpoints import TerminationFlag
+
+    channel(opt_ml, "train", files)
+    channel(opt_ml, "validation", files)
+    opt_ml.hyperparameters(
+        {
+            "task": task,
+            "epochs": 2,
+            "per_device_train_batch_size": 4,
+            "logging_steps": 1,
+            "learning_rate": 0.01,
+            "batch_size": 2,
+            "batch_sizes": "1,2",
+            **hps,
+        }
+    )
+    env = TrainingEnv.from_env()
+    caplog.set_level(logging.INFO, logger="smneuron.training.trainer")
+    return trainer.train(env, hyperparameters.load(env.hyperparameters), TerminationFlag(), "cpu")
+
+
+def handler_for(opt_ml, **environ):
+    from smneuron.artifact.backends import CpuBackend
+    from smneuron.serving.handler import Handler, WorkerInfo
+    from smneuron.serving.settings import ServingSettings
+
+    settings = ServingSettings.from_env({"SAGEMAKER_BASE_DIR": str(opt_ml.base), **environ})
+    handler = Handler.load(opt_ml.paths.model, WorkerInfo(0, None, settings, CpuBackend()))
+    handler.warm_up()
+    return handler
+
+
+def softmax(logits):
+    exps = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return exps / exps.sum(axis=-1, keepdims=True)
+
+
+def test_image_classification_trains_logs_accuracy_and_serves_the_models_answers(
+    opt_ml, tmp_path, caplog
+):
+    import torch
+    import transformers
+
+    from smneuron.artifact.manifest import read_manifest
+
+    save_tiny_image_classifier(tmp_path / "vit", "vit")
+    opt_ml.model_channel(tmp_path / "vit")
+    files = {f"{label}/{i}.png": image_bytes(picture(seed + i)) for seed, label in ((0, "red"), (10, "blue")) for i in range(4)}  # fmt: skip
+    result = train(opt_ml, tmp_path, caplog, "image-classification", files)
+    assert result.labels == ("blue", "red")
+    assert " eval_accuracy=" in caplog.text and " train_loss=" in caplog.text
+    assert 0.0 <= result.metrics["eval_accuracy"] <= 1.0
+    manifest = read_manifest(opt_ml.paths.model)
+    assert (manifest.task, manifest.image_size, manifest.batch_sizes) == (
+        "image-classification",
+        (32, 32),
+        (1, 2),
+    )
+    assert (opt_ml.paths.model / "preprocessor_config.json").is_file()
+
+    model_dir = str(opt_ml.paths.model)
+    model = transformers.AutoModelForImageClassification.from_pretrained(model_dir).eval()
+    processor = transformers.AutoImageProcessor.from_pretrained(model_dir)
+    # An EXIF-rotated JPEG, a palette PNG, an RGBA WebP, a grayscale image.
+    upright = picture(3, (40, 24))
+    rotated = upright.rotate(90, expand=True)  # stored sideways, EXIF says "rotate back"
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
+    bodies = [
+        ("image/jpeg", image_bytes(rotated, "JPEG", quality=95, exif=exif)),
+        ("image/png", image_bytes(picture(4).convert("P"), "PNG")),
+        ("image/webp", image_bytes(picture(5).convert("RGBA"), "WEBP", lossless=True)),
+        ("application/x-image", image_bytes(picture(6).convert("L"), "PNG")),
+    ]
+    from smneuron.serving.images import decode_image
+
+    handler = handler_for(opt_ml)
+    try:
+        for content_type, body in bodies:
+            image = decode_image(body)
+            with torch.no_grad():
+                logits = model(**processor(images=[image], return_tensors="pt")).logits.numpy()
+            expected = softmax(logits)[0]
+            reply = handler.invoke(body, content_type, "application/json")
+            answer = json.loads(reply.body)
+            assert answer[0]["label"] == model.config.id2label[int(expected.argmax())]
+            assert answer[0]["score"] == pytest.approx(float(expected.max()), abs=1e-5)
+            ranked = json.loads(
+                handler.invoke(
+                    json.dumps({"inputs": base64.b64encode(body).decode(), "parameters": {"top_k": None}}).encode(),  # fmt: skip
+                    "application/json",
+                    None,
+                ).body
+            )
+            assert [r["score"] for r in ranked] == pytest.approx(sorted(expected, reverse=True), abs=1e-5)  # fmt: skip
+        # EXIF orientation was applied: the served image is the upright one.
+        assert decode_image(bodies[0][1]).size == upright.size
+        many = [base64.b64encode(body).decode() for _, body in bodies]
+        answers = json.loads(handler.invoke(json.dumps({"inputs": many}).encode(), "application/json", None).body)  # fmt: skip
+        assert len(answers) == 4 and all(set(a) == {"label", "score"} for a in answers)
+        with pytest.raises(UnsupportedContentType):
+            handler.invoke(bodies[0][1], "audio/wav", None)
+        with pytest.raises(ClientError, match="not base64"):
+            handler.invoke(b'{"inputs": "not an image!"}', "application/json", None)
+    finally:
+        handler.model.close()
+
+
+def test_image_classification_trains_from_a_manifest_with_a_convnext(opt_ml, tmp_path, caplog):
+    save_tiny_image_classifier(tmp_path / "convnext", "convnext")
+    opt_ml.model_channel(tmp_path / "convnext")
+    files = {f"images/{i}.png": image_bytes(picture(i)) for i in range(4)}
+    files["train.jsonl"] = "".join(
+        json.dumps({"file_name": f"images/{i}.png", "label": ["a", "b"][i % 2]}) + "\n"
+        for i in range(4)
+    )
+    result = train(opt_ml, tmp_path, caplog, "image-classification", files, epochs=1)
+    assert result.labels == ("a", "b")
+    handler = handler_for(opt_ml)
+    try:
+        answer = json.loads(handler.invoke(files["images/0.png"], "image/png", None).body)
+        assert answer[0]["label"] in ("a", "b")
+    finally:
+        handler.model.close()
+
+
+def test_audio_classification_trains_on_buckets_and_serves_the_models_answers(
+    opt_ml, tmp_path, caplog
+):
+    import torch
+    import transformers
+
+    from smneuron.artifact.manifest import read_manifest
+
+    save_tiny_audio_classifier(tmp_path / "w2v", "wav2vec2")
+    opt_ml.model_channel(tmp_path / "w2v")
+    files = {f"{word}/{i}.wav": wav_bytes(tone(0.3 + 0.1 * i, hz=hz)) for word, hz in (("yes", 300), ("no", 900)) for i in range(3)}  # fmt: skip
+    result = train(
+        opt_ml, tmp_path, caplog, "audio-classification", files, audio_durations="0.5,1"
+    )
+    assert result.labels == ("no", "yes")
+    assert " eval_accuracy=" in caplog.text
+    manifest = read_manifest(opt_ml.paths.model)
+    assert (manifest.sequence_lengths, manifest.sampling_rate) == ((8000, 16000), 16000)
+    assert manifest.input_names == ("input_values", "attention_mask")
+
+    model_dir = str(opt_ml.paths.model)
+    model = transformers.AutoModelForAudioClassification.from_pretrained(model_dir).eval()
+    extractor = transformers.AutoFeatureExtractor.from_pretrained(model_dir)
+
+    def expected(clip, bucket):
+        features = extractor(
+            [clip], sampling_rate=16000, padding="max_length", max_length=bucket,
+            return_attention_mask=True, return_tensors="pt",
+        )  # fmt: skip
+        with torch.no_grad():
+            return softmax(model(**features).logits.numpy())[0]
+
+    handler = handler_for(opt_ml)
+    try:
+        for seconds, bucket in ((0.3, 8000), (0.9, 16000)):
+            clip = tone(seconds, hz=500)[:, 0]
+            for content_type, body in (
+                ("audio/wav", wav_bytes(clip, subtype="FLOAT")),
+                ("audio/x-wav", wav_bytes(clip, subtype="FLOAT")),
+            ):
+                answer = json.loads(handler.invoke(body, content_type, None).body)[0]
+                scores = expected(clip, bucket)
+                assert answer["label"] == model.config.id2label[int(scores.argmax())]
+                assert answer["score"] == pytest.approx(float(scores.max()), abs=1e-5)
+        # Stereo FLAC at 44.1 kHz and MP3: mixed down, resampled, answered.
+        stereo = wav_bytes(tone(0.5, 44100, channels=2), 44100, "FLAC")
+        reply = json.loads(handler.invoke(stereo, "audio/flac", None).body)
+        assert reply[0]["label"] in ("no", "yes")
+        mp3 = wav_bytes(tone(0.5, 22050), 22050, "MP3")
+        assert json.loads(handler.invoke(mp3, "audio/mpeg", None).body)[0]["label"] in ("no", "yes")
+        body = {"inputs": [base64.b64encode(wav_bytes(tone(s))).decode() for s in (0.2, 0.7, 3.0)], "parameters": {"top_k": 2}}  # fmt: skip
+        ranked = json.loads(handler.invoke(json.dumps(body).encode(), "application/json", None).body)
+        assert [len(r) for r in ranked] == [2, 2, 2]  # 3 s is cut to the 1 s bucket (truncate)
+    finally:
+        handler.model.close()
