@@ -82,7 +82,9 @@ def save_tiny_audio_classifier(
         label2id={n: i for i, n in enumerate(labels)},
     )
     if kind == "wav2vec2":
-        model = transformers.Wav2Vec2ForSequenceClassification(transformers.Wav2Vec2Config(**common))
+        model = transformers.Wav2Vec2ForSequenceClassification(
+            transformers.Wav2Vec2Config(**common)
+        )
     elif kind == "hubert":
         model = transformers.HubertForSequenceClassification(transformers.HubertConfig(**common))
     else:

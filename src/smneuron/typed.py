@@ -94,7 +94,9 @@ def parse_float_list(value: Any, name: str = "value") -> tuple[float, ...]:
             try:
                 value = json.loads(text)
             except json.JSONDecodeError as err:
-                raise ConfigurationError(f"{name}: expected a list of numbers, got {value!r}") from err
+                raise ConfigurationError(
+                    f"{name}: expected a list of numbers, got {value!r}"
+                ) from err
         else:
             value = [part for part in text.replace(" ", "").split(",") if part]
     if isinstance(value, int | float) and not isinstance(value, bool):

@@ -59,9 +59,12 @@ def test_a_folder_per_label_gives_the_folder_names_as_labels(opt_ml):
     "manifest, text",
     [
         ("labels.csv", "file_name,label\nimg/a.png,cat\nimg/b.png,dog\n"),
-        ("labels.jsonl", '{"path": "img/a.png", "label": "cat"}\n{"path": "img/b.png", "label": "dog"}\n'),
+        (
+            "labels.jsonl",
+            '{"path": "img/a.png", "label": "cat"}\n{"path": "img/b.png", "label": "dog"}\n',
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_csv_or_jsonl_manifest_names_files_relative_to_itself(opt_ml, manifest, text):
     png = image_bytes(picture(1))
     channel(opt_ml, "train", {manifest: text, "img/a.png": png, "img/b.png": png})
@@ -146,7 +149,11 @@ def test_image_classification_trains_logs_accuracy_and_serves_the_models_answers
 
     save_tiny_image_classifier(tmp_path / "vit", "vit")
     opt_ml.model_channel(tmp_path / "vit")
-    files = {f"{label}/{i}.png": image_bytes(picture(seed + i)) for seed, label in ((0, "red"), (10, "blue")) for i in range(4)}  # fmt: skip
+    files = {
+        f"{label}/{i}.png": image_bytes(picture(seed + i))
+        for seed, label in ((0, "red"), (10, "blue"))
+        for i in range(4)
+    }
     result = train(opt_ml, tmp_path, caplog, "image-classification", files)
     assert result.labels == ("blue", "red")
     assert " eval_accuracy=" in caplog.text and " train_loss=" in caplog.text
@@ -188,16 +195,22 @@ def test_image_classification_trains_logs_accuracy_and_serves_the_models_answers
             assert answer[0]["score"] == pytest.approx(float(expected.max()), abs=1e-5)
             ranked = json.loads(
                 handler.invoke(
-                    json.dumps({"inputs": base64.b64encode(body).decode(), "parameters": {"top_k": None}}).encode(),  # fmt: skip
+                    json.dumps(
+                        {"inputs": base64.b64encode(body).decode(), "parameters": {"top_k": None}}
+                    ).encode(),
                     "application/json",
                     None,
                 ).body
             )
-            assert [r["score"] for r in ranked] == pytest.approx(sorted(expected, reverse=True), abs=1e-5)  # fmt: skip
+            assert [r["score"] for r in ranked] == pytest.approx(
+                sorted(expected, reverse=True), abs=1e-5
+            )
         # EXIF orientation was applied: the served image is the upright one.
         assert decode_image(bodies[0][1]).size == upright.size
         many = [base64.b64encode(body).decode() for _, body in bodies]
-        answers = json.loads(handler.invoke(json.dumps({"inputs": many}).encode(), "application/json", None).body)  # fmt: skip
+        answers = json.loads(
+            handler.invoke(json.dumps({"inputs": many}).encode(), "application/json", None).body
+        )
         assert len(answers) == 4 and all(set(a) == {"label", "score"} for a in answers)
         with pytest.raises(UnsupportedContentType):
             handler.invoke(bodies[0][1], "audio/wav", None)
@@ -235,10 +248,12 @@ def test_audio_classification_trains_on_buckets_and_serves_the_models_answers(
 
     save_tiny_audio_classifier(tmp_path / "w2v", "wav2vec2")
     opt_ml.model_channel(tmp_path / "w2v")
-    files = {f"{word}/{i}.wav": wav_bytes(tone(0.3 + 0.1 * i, hz=hz)) for word, hz in (("yes", 300), ("no", 900)) for i in range(3)}  # fmt: skip
-    result = train(
-        opt_ml, tmp_path, caplog, "audio-classification", files, audio_durations="0.5,1"
-    )
+    files = {
+        f"{word}/{i}.wav": wav_bytes(tone(0.3 + 0.1 * i, hz=hz))
+        for word, hz in (("yes", 300), ("no", 900))
+        for i in range(3)
+    }
+    result = train(opt_ml, tmp_path, caplog, "audio-classification", files, audio_durations="0.5,1")
     assert result.labels == ("no", "yes")
     assert " eval_accuracy=" in caplog.text
     manifest = read_manifest(opt_ml.paths.model)
@@ -251,9 +266,13 @@ def test_audio_classification_trains_on_buckets_and_serves_the_models_answers(
 
     def expected(clip, bucket):
         features = extractor(
-            [clip], sampling_rate=16000, padding="max_length", max_length=bucket,
-            return_attention_mask=True, return_tensors="pt",
-        )  # fmt: skip
+            [clip],
+            sampling_rate=16000,
+            padding="max_length",
+            max_length=bucket,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
         with torch.no_grad():
             return softmax(model(**features).logits.numpy())[0]
 
@@ -275,8 +294,13 @@ def test_audio_classification_trains_on_buckets_and_serves_the_models_answers(
         assert reply[0]["label"] in ("no", "yes")
         mp3 = wav_bytes(tone(0.5, 22050), 22050, "MP3")
         assert json.loads(handler.invoke(mp3, "audio/mpeg", None).body)[0]["label"] in ("no", "yes")
-        body = {"inputs": [base64.b64encode(wav_bytes(tone(s))).decode() for s in (0.2, 0.7, 3.0)], "parameters": {"top_k": 2}}  # fmt: skip
-        ranked = json.loads(handler.invoke(json.dumps(body).encode(), "application/json", None).body)
+        body = {
+            "inputs": [base64.b64encode(wav_bytes(tone(s))).decode() for s in (0.2, 0.7, 3.0)],
+            "parameters": {"top_k": 2},
+        }
+        ranked = json.loads(
+            handler.invoke(json.dumps(body).encode(), "application/json", None).body
+        )
         assert [len(r) for r in ranked] == [2, 2, 2]  # 3 s is cut to the 1 s bucket (truncate)
     finally:
         handler.model.close()

@@ -323,7 +323,9 @@ def _compile_media(
         from smneuron.neuron.backend import with_target
 
         args = with_target(args or DEFAULT_COMPILER_ARGS, settings.target or backend.target())
-    sizes = plan_batch_sizes(settings.batch_size, parse_int_list(settings.batch_sizes, "batch_sizes"))
+    sizes = plan_batch_sizes(
+        settings.batch_size, parse_int_list(settings.batch_sizes, "batch_sizes")
+    )
     processor = load_processor(source, task, trust_remote_code=trust_remote_code)
     model = load_model(source, task, trust_remote_code=trust_remote_code)
     _copy_checkpoint(source, output)

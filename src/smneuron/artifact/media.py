@@ -51,14 +51,16 @@ PROCESSOR_CLASSES = {
 }
 
 
-def load_processor(folder: str | Path, task: str, *, trust_remote_code: bool = False) -> Any:
+def load_processor(
+    folder: str | Path, task: str, *, trust_remote_code: bool = False, local_only: bool = True
+) -> Any:
     """The checkpoint's image processor or feature extractor (``preprocessor_config.json``)."""
     import transformers
 
     auto = getattr(transformers, PROCESSOR_CLASSES[task])
     try:
         return auto.from_pretrained(
-            str(folder), local_files_only=True, trust_remote_code=trust_remote_code
+            str(folder), local_files_only=local_only, trust_remote_code=trust_remote_code
         )
     except (OSError, ValueError) as err:
         kind = "image processor" if task in IMAGE_TASKS else "feature extractor"
@@ -207,7 +209,7 @@ def compile_media_artifact(
         lengths: tuple[int, ...] = (height * width,)
         extra["image_size"] = (height, width)
 
-        def example(batch: int, _length: int) -> tuple[Any, ...]:
+        def example(batch: int, length: int) -> tuple[Any, ...]:
             return as_tensors({"pixel_values": np.zeros((batch, 3, height, width))}, names)
 
     elif task in AUDIO_TASKS:

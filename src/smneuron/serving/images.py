@@ -37,7 +37,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, where: str =
         # Our own limit applies; Pillow's global one (a warning, then an error) must not.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            image = Image.open(io.BytesIO(data), formats=FORMATS)
+            image: Any = Image.open(io.BytesIO(data), formats=FORMATS)
         except UnidentifiedImageError as err:
             raise ClientError(
                 f"{where}: not a readable image (supported formats: {', '.join(FORMATS)})"

@@ -54,7 +54,6 @@ def from_base64(text: str, where: str) -> bytes:
 class MediaModel:
     """One loaded image or audio artifact; ``predict`` is thread-safe (one batcher thread)."""
 
-
     def __init__(
         self,
         manifest: Manifest,

@@ -253,8 +253,13 @@ class AudioCollator:
 # The job
 
 
-def load_pretrained(source: str, labels: tuple[str, ...], hps: TrainingHyperparameters, *,
-                    trust_remote_code: bool = False) -> tuple[Any, Any]:  # fmt: skip
+def load_pretrained(
+    source: str,
+    labels: tuple[str, ...],
+    hps: TrainingHyperparameters,
+    *,
+    trust_remote_code: bool = False,
+) -> tuple[Any, Any]:
     """The processor and the task's model with a head sized for ``labels``."""
     import transformers
 
@@ -262,11 +267,10 @@ def load_pretrained(source: str, labels: tuple[str, ...], hps: TrainingHyperpara
     from smneuron.env import remote_code_hint
 
     transformers.set_seed(hps.seed)
-    if hps.allow_hub_download and not Path(source).is_dir():
-        raise ConfigurationError(
-            f"{hps.task}: give the pretrained model as a local directory (a `model` channel)"
-        )
-    processor = load_processor(source, hps.task, trust_remote_code=trust_remote_code)
+    local_only = not hps.allow_hub_download
+    processor = load_processor(
+        source, hps.task, trust_remote_code=trust_remote_code, local_only=local_only
+    )
     try:
         model = getattr(transformers, MODEL_CLASSES[hps.task]).from_pretrained(
             source,
@@ -274,7 +278,7 @@ def load_pretrained(source: str, labels: tuple[str, ...], hps: TrainingHyperpara
             id2label=dict(enumerate(labels)),
             label2id={name: i for i, name in enumerate(labels)},
             ignore_mismatched_sizes=True,
-            local_files_only=True,
+            local_files_only=local_only,
             trust_remote_code=trust_remote_code,
         )
     except (OSError, ValueError) as err:
@@ -284,14 +288,19 @@ def load_pretrained(source: str, labels: tuple[str, ...], hps: TrainingHyperpara
     return processor, model
 
 
-def train(env: TrainingEnv, hps: TrainingHyperparameters, flag: TerminationFlag, backend: str):
+def train(
+    env: TrainingEnv, hps: TrainingHyperparameters, flag: TerminationFlag, backend: str
+) -> Any:
     """Fine-tune an image or audio classifier; on rank 0 write the serving artifact."""
     from smneuron.artifact.media import duration_buckets, sampling_rate_of
     from smneuron.training import trainer as text
 
     source = text.resolve_model_source(hps, env.channels)
-    found = {"train": find_examples(hps.train_channel, env.channels, hps.task,
-                                    hps.file_column, hps.label_column)}  # fmt: skip
+    found = {
+        "train": find_examples(
+            hps.train_channel, env.channels, hps.task, hps.file_column, hps.label_column
+        )
+    }
     if hps.validation_channel:
         found["validation"] = find_examples(
             hps.validation_channel, env.channels, hps.task, hps.file_column, hps.label_column
@@ -306,6 +315,7 @@ def train(env: TrainingEnv, hps: TrainingHyperparameters, flag: TerminationFlag,
     precompile_run = text._start_neuron_process() if on_neuron else False
     log.info("pretrained model: %s; labels: %s", source, ", ".join(labels))
     processor, model = load_pretrained(source, labels, hps, trust_remote_code=env.trust_remote_code)
+    datasets: dict[str, ImageExamples | AudioExamples]
     if hps.task in IMAGE_TASKS:
         datasets = {s: ImageExamples(found[s], ids[s], processor) for s in found}
         collator = None  # the default stacks pixel_values and labels
@@ -316,43 +326,53 @@ def train(env: TrainingEnv, hps: TrainingHyperparameters, flag: TerminationFlag,
         collator = AudioCollator(processor, buckets, static_shapes=on_neuron)
     else:  # pragma: no cover - guarded by the caller
         raise ConfigurationError(f"{hps.task} is not an image or audio task")
-    return _fit(env, hps, flag, model, processor, datasets, collator, labels, backend,
-                precompile_run)  # fmt: skip
+    return _fit(
+        env, hps, flag, model, processor, datasets, collator, labels, backend, precompile_run
+    )
 
 
-def _fit(env, hps, flag, model, processor, datasets, collator, labels, backend, precompile_run):
+def _fit(
+    env: TrainingEnv,
+    hps: TrainingHyperparameters,
+    flag: TerminationFlag,
+    model: Any,
+    processor: Any,
+    datasets: Mapping[str, Any],
+    collator: Any,
+    labels: tuple[str, ...],
+    backend: str,
+    precompile_run: bool,
+) -> Any:
+    """Train (resuming from the latest checkpoint), then publish on rank 0 (as the text
+    trainer does, ``training.trainer._fit``)."""
     import contextlib
+    import os
 
+    from transformers import PrinterCallback
+
+    from smneuron.env import ENV
     from smneuron.training import trainer as text
     from smneuron.training.checkpoints import checkpoint_callback, latest_checkpoint, trainer_class
     from smneuron.training.output import write_artifact, write_metrics
 
     paths = env.paths
-    on_neuron = backend == "neuron"
     evaluate = "validation" in datasets and not precompile_run
-    # Examples of one size: length grouping (which reads input_ids) has nothing to group.
-    args_hps = replace(hps, group_by_length=False)
     with contextlib.ExitStack() as stack:
         output_dir = paths.checkpoints
-        if precompile_run:
+        if precompile_run:  # its checkpoints never go where the real run resumes from
             scratch = tempfile.TemporaryDirectory(prefix="smneuron-precompile-")
             output_dir = Path(stack.enter_context(scratch))
-        import os
-
-        from smneuron.env import ENV
-
         args = text.training_arguments(
-            args_hps,
+            # Examples of one shape: length grouping (it reads input_ids) has nothing to group.
+            replace(hps, group_by_length=False),
             output_dir,
             validation=evaluate,
             distributed=int(os.environ.get(ENV.WORLD_SIZE, "1")) > 1,
-            on_cpu=not on_neuron,
+            on_cpu=backend != "neuron",
             max_steps=text.precompile_steps(hps) if precompile_run else None,
         )
-        # Our datasets hand over exactly the model's inputs (and raw audio to the collator).
+        # The datasets hand over the model's inputs (and raw audio for the collator) only.
         args.remove_unused_columns = False
-        from transformers import PrinterCallback
-
         trainer = trainer_class()(
             model=model,
             args=args,
@@ -363,7 +383,7 @@ def _fit(env, hps, flag, model, processor, datasets, collator, labels, backend, 
             compute_metrics=text.compute_metrics if evaluate else None,
             callbacks=[text.metrics_callback(), checkpoint_callback(flag)],
         )
-        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(PrinterCallback)  # it prints raw dicts; we log key=value lines
         resume = None if precompile_run else latest_checkpoint(paths.checkpoints)
         seconds = text._run(trainer, resume, flag)
     step = trainer.state.global_step

@@ -23,9 +23,18 @@ PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 
 
 @pytest.mark.parametrize(
-    "mode, fmt", [("RGB", "JPEG"), ("L", "PNG"), ("P", "GIF"), ("RGBA", "WEBP"), ("CMYK", "JPEG"),
-                  ("LA", "PNG"), ("1", "BMP"), ("I;16", "PNG")],
-)  # fmt: skip
+    "mode, fmt",
+    [
+        ("RGB", "JPEG"),
+        ("L", "PNG"),
+        ("P", "GIF"),
+        ("RGBA", "WEBP"),
+        ("CMYK", "JPEG"),
+        ("LA", "PNG"),
+        ("1", "BMP"),
+        ("I;16", "PNG"),
+    ],
+)
 def test_every_usual_mode_becomes_rgb(mode, fmt):
     image = decode_image(image_bytes(picture(1, (20, 10), mode), fmt))
     assert (image.mode, image.size) == ("RGB", (20, 10))
@@ -84,7 +93,19 @@ def test_an_unsupported_mode_is_a_400(monkeypatch):
 
 
 @PROPERTY
-@given(body=st.binary(max_size=400), prefix=st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"RIFF\x00\x00\x00\x00WEBPVP8 ", b"GIF89a", b"BM"]))  # fmt: skip
+@given(
+    body=st.binary(max_size=400),
+    prefix=st.sampled_from(
+        [
+            b"",
+            b"\x89PNG\r\n\x1a\n",
+            b"\xff\xd8\xff\xe0",
+            b"RIFF\x00\x00\x00\x00WEBPVP8 ",
+            b"GIF89a",
+            b"BM",
+        ]
+    ),
+)
 def test_random_bytes_are_an_image_or_a_400(body, prefix):
     try:
         image = decode_image(prefix + body)
@@ -116,7 +137,17 @@ def test_resampling_keeps_a_tone():
     assert np.max(np.abs(out[100:-100] - expected[100:-100])) < 1e-3
 
 
-@pytest.mark.parametrize("fmt, subtype", [("WAV", "PCM_16"), ("WAV", "PCM_24"), ("WAV", "FLOAT"), ("FLAC", None), ("OGG", None), ("MP3", None)])  # fmt: skip
+@pytest.mark.parametrize(
+    "fmt, subtype",
+    [
+        ("WAV", "PCM_16"),
+        ("WAV", "PCM_24"),
+        ("WAV", "FLOAT"),
+        ("FLAC", None),
+        ("OGG", None),
+        ("MP3", None),
+    ],
+)
 def test_wav_flac_ogg_mp3_decode(fmt, subtype):
     samples = decode_audio(wav_bytes(tone(0.5), fmt=fmt, subtype=subtype), 16000, 64000)
     assert 7000 <= len(samples) <= 9000  # MP3 adds encoder delay
@@ -147,7 +178,10 @@ def test_a_truncated_wav_decodes_what_it_holds():
 
 
 @PROPERTY
-@given(body=st.binary(max_size=400), prefix=st.sampled_from([b"", b"RIFF\x24\x00\x00\x00WAVEfmt ", b"fLaC", b"OggS", b"ID3"]))  # fmt: skip
+@given(
+    body=st.binary(max_size=400),
+    prefix=st.sampled_from([b"", b"RIFF\x24\x00\x00\x00WAVEfmt ", b"fLaC", b"OggS", b"ID3"]),
+)
 def test_random_bytes_are_audio_or_a_400(body, prefix):
     try:
         samples = decode_audio(prefix + body, 16000, 16000)
