@@ -60,7 +60,7 @@ def save_tiny_image_classifier(
 def save_tiny_audio_classifier(
     target: Path, kind: str = "wav2vec2", labels: tuple[str, ...] = MEDIA_LABELS
 ) -> Path:
-    """A wav2vec2- or HuBERT-style classifier with its feature extractor (16 kHz)."""
+    """A wav2vec2-, HuBERT- or AST-style classifier with its feature extractor (16 kHz)."""
     import torch
     import transformers
 
@@ -81,6 +81,16 @@ def save_tiny_audio_classifier(
         id2label=dict(enumerate(labels)),
         label2id={n: i for i, n in enumerate(labels)},
     )
+    if kind == "ast":  # a spectrogram transformer: its extractor gives fixed-size fbanks
+        config = transformers.ASTConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+            max_length=100, num_mel_bins=16, frequency_stride=10, time_stride=10,
+            id2label=common["id2label"], label2id=common["label2id"],
+        )  # fmt: skip
+        target.mkdir(parents=True, exist_ok=True)
+        transformers.ASTForAudioClassification(config).eval().save_pretrained(target)
+        transformers.ASTFeatureExtractor(num_mel_bins=16, max_length=100).save_pretrained(target)
+        return target
     if kind == "wav2vec2":
         model = transformers.Wav2Vec2ForSequenceClassification(
             transformers.Wav2Vec2Config(**common)

@@ -304,3 +304,50 @@ def test_audio_classification_trains_on_buckets_and_serves_the_models_answers(
         assert [len(r) for r in ranked] == [2, 2, 2]  # 3 s is cut to the 1 s bucket (truncate)
     finally:
         handler.model.close()
+
+
+@pytest.mark.parametrize("kind", ["resnet", "hubert", "ast"])
+def test_smneuron_compile_tells_the_task_and_serves_the_models_answers(tmp_path, kind):
+    import torch
+    import transformers
+
+    from smneuron.artifact.backends import CpuBackend
+    from smneuron.artifact.job import CompileHyperparameters, compile_checkpoint
+    from smneuron.serving.media import load_media
+    from smneuron.serving.settings import ServingSettings
+
+    image = kind == "resnet"
+    save = save_tiny_image_classifier if image else save_tiny_audio_classifier
+    save(tmp_path / "checkpoint", kind)
+    settings = CompileHyperparameters(batch_size=2, audio_durations=(0.5,))
+    manifest = compile_checkpoint(
+        tmp_path / "checkpoint", tmp_path / "model", settings, backend=CpuBackend()
+    )
+    assert manifest.task == ("image-classification" if image else "audio-classification")
+    assert manifest.labels == ("cat", "dog", "fox")
+    serving = ServingSettings.from_env({"SAGEMAKER_BASE_DIR": str(tmp_path)})
+    served = load_media(tmp_path / "model", CpuBackend(), serving)
+    auto = "AutoModelForImageClassification" if image else "AutoModelForAudioClassification"
+    model = getattr(transformers, auto).from_pretrained(str(tmp_path / "checkpoint")).eval()
+    try:
+        if image:
+            body = image_bytes(picture(7))
+            processor = transformers.AutoImageProcessor.from_pretrained(str(tmp_path / "model"))
+            features = processor(images=[picture(7)], return_tensors="pt")
+        else:
+            clip = tone(0.4)[:, 0]
+            body = wav_bytes(clip)
+            extractor = transformers.AutoFeatureExtractor.from_pretrained(str(tmp_path / "model"))
+            features = extractor(
+                [clip], sampling_rate=16000, padding="max_length", max_length=8000,
+                truncation=True, return_tensors="pt",
+            )  # fmt: skip
+            features = {k: v for k, v in features.items() if k in manifest.input_names}
+        with torch.no_grad():
+            expected = softmax(model(**features).logits.numpy())[0]
+        ranked = served.predict([], {"top_k": None}, media=[body], single=True).results
+        assert [r["score"] for r in ranked] == pytest.approx(
+            sorted(expected.tolist(), reverse=True), abs=1e-5
+        )
+    finally:
+        served.close()

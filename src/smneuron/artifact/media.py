@@ -140,7 +140,8 @@ def audio_input_names(processor: Any, model: torch.nn.Module) -> tuple[str, ...]
     """The extractor's outputs that the model's forward takes, main input first."""
     import numpy as np
 
-    found = audio_features(processor, [np.zeros(16, dtype=np.float32)], 16)
+    probe = max(1, sampling_rate_of(processor) // 10)  # a spectrogram needs whole windows
+    found = audio_features(processor, [np.zeros(probe, dtype=np.float32)], probe)
     accepted = inspect.signature(model.forward).parameters
     names = tuple(key for key in AUDIO_INPUTS if key in found and key in accepted)
     if not names or names[0] == "attention_mask":
