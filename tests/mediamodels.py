@@ -57,6 +57,29 @@ def save_tiny_image_classifier(
     return target
 
 
+def save_tiny_masked_image_model(target: Path) -> Path:
+    """A ViT with a masked-image-modeling head (SimMIM-style) and its image processor."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.ViTConfig(
+        image_size=IMAGE_SIZE,
+        patch_size=8,
+        encoder_stride=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+    )
+    target.mkdir(parents=True, exist_ok=True)
+    transformers.ViTForMaskedImageModeling(config).eval().save_pretrained(target)
+    transformers.ViTImageProcessor(
+        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    ).save_pretrained(target)
+    return target
+
+
 def save_tiny_audio_classifier(
     target: Path, kind: str = "wav2vec2", labels: tuple[str, ...] = MEDIA_LABELS
 ) -> Path:

@@ -14,6 +14,7 @@ from mediamodels import (
     picture,
     save_tiny_audio_classifier,
     save_tiny_image_classifier,
+    save_tiny_masked_image_model,
     tone,
     wav_bytes,
 )
@@ -351,3 +352,62 @@ def test_smneuron_compile_tells_the_task_and_serves_the_models_answers(tmp_path,
         )
     finally:
         served.close()
+
+
+def test_masked_image_modeling_trains_and_serves_the_reconstruction(opt_ml, tmp_path, caplog):
+    import io
+
+    import torch
+    import transformers
+    from PIL import Image
+
+    from smneuron.artifact.manifest import read_manifest
+    from smneuron.serving.images import decode_image
+
+    save_tiny_masked_image_model(tmp_path / "mim")
+    opt_ml.model_channel(tmp_path / "mim")
+    files = {f"{i}.png": image_bytes(picture(i)) for i in range(6)}  # no labels: flat folder
+    result = train(opt_ml, tmp_path, caplog, "masked-image-modeling", files, mask_ratio=0.5)
+    assert result.labels == () and " eval_loss=" in caplog.text
+    manifest = read_manifest(opt_ml.paths.model)
+    assert manifest.input_names == ("pixel_values", "bool_masked_pos")
+    assert manifest.image_size == (32, 32)
+
+    model_dir = str(opt_ml.paths.model)
+    model = transformers.AutoModelForMaskedImageModeling.from_pretrained(model_dir).eval()
+    processor = transformers.AutoImageProcessor.from_pretrained(model_dir)
+    body = image_bytes(picture(9), "JPEG")
+    masked = [0, 5, 15]
+    mask = torch.zeros(1, 16, dtype=torch.bool)
+    mask[0, masked] = True
+    with torch.no_grad():
+        pixels = processor(images=[decode_image(body)], return_tensors="pt")["pixel_values"]
+        out = model(pixel_values=pixels, bool_masked_pos=mask).reconstruction
+    expected = (out * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)[0].numpy()
+
+    handler = handler_for(opt_ml)
+    try:
+        request = {
+            "inputs": base64.b64encode(body).decode(),
+            "parameters": {"masked_patches": masked},
+        }
+        answer = json.loads(
+            handler.invoke(json.dumps(request).encode(), "application/json", None).body
+        )
+        assert answer["masked_patches"] == masked
+        assert np.allclose(np.asarray(answer["reconstruction"]), expected, atol=1e-5)
+        npy = handler.invoke(json.dumps(request).encode(), "application/json", "application/x-npy")
+        assert np.load(io.BytesIO(npy.body)).shape == (32, 32, 3)
+        png = handler.invoke(body, "image/jpeg", "image/png")
+        assert (png.content_type, Image.open(io.BytesIO(png.body)).size) == ("image/png", (32, 32))
+        ratio = {
+            "inputs": [base64.b64encode(body).decode()] * 2,
+            "parameters": {"mask_ratio": 0.25, "seed": 3},
+        }
+        both = json.loads(handler.invoke(json.dumps(ratio).encode(), "application/json", None).body)
+        assert [len(a["masked_patches"]) for a in both] == [4, 4]
+        with pytest.raises(ClientError, match="outside the 4x4 = 16 patches"):
+            bad = {"inputs": request["inputs"], "parameters": {"masked_patches": [16]}}
+            handler.invoke(json.dumps(bad).encode(), "application/json", None)
+    finally:
+        handler.model.close()

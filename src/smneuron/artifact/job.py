@@ -51,6 +51,7 @@ _ARCHITECTURE_TASKS = (
     ("ForMultipleChoice", "multiple-choice"),
     ("ForImageClassification", "image-classification"),
     ("ForAudioClassification", "audio-classification"),
+    ("ForMaskedImageModeling", "masked-image-modeling"),
 )
 _AUTO_CLASSES = {
     "text-classification": "AutoModelForSequenceClassification",
@@ -61,6 +62,7 @@ _AUTO_CLASSES = {
     "feature-extraction": "AutoModel",
     "image-classification": "AutoModelForImageClassification",
     "audio-classification": "AutoModelForAudioClassification",
+    "masked-image-modeling": "AutoModelForMaskedImageModeling",
 }
 _LABEL_TASKS = (
     "text-classification",
@@ -335,7 +337,7 @@ def _compile_media(
         model,
         processor,
         task=task,
-        labels=labels_from_config(config),
+        labels=labels_from_config(config) if task in _LABEL_TASKS else (),
         batch_sizes=sizes,
         backend=backend,
         durations_s=settings.audio_durations,

@@ -39,11 +39,12 @@ TASKS = (
     "multiple-choice",
     "image-classification",
     "audio-classification",
+    "masked-image-modeling",
 )
 # Tasks whose graphs take images or audio instead of tokens (``smneuron.artifact.media``):
 # images have one bucket, ``image_size`` (height × width pixels); audio buckets are samples at
 # ``sampling_rate``.
-IMAGE_TASKS = ("image-classification",)
+IMAGE_TASKS = ("image-classification", "masked-image-modeling")
 AUDIO_TASKS = ("audio-classification",)
 MEDIA_TASKS = IMAGE_TASKS + AUDIO_TASKS
 

@@ -44,9 +44,11 @@ DEFAULT_DURATIONS_S = (1.0, 2.0, 4.0)
 MODEL_CLASSES = {
     "image-classification": "AutoModelForImageClassification",
     "audio-classification": "AutoModelForAudioClassification",
+    "masked-image-modeling": "AutoModelForMaskedImageModeling",
 }
 PROCESSOR_CLASSES = {
     "image-classification": "AutoImageProcessor",
+    "masked-image-modeling": "AutoImageProcessor",
     "audio-classification": "AutoFeatureExtractor",
 }
 
@@ -89,6 +91,20 @@ def image_size_of(processor: Any) -> tuple[int, int]:
     probe = Image.new("RGB", (97, 61), (128, 128, 128))
     shape = image_pixels(processor, [probe]).shape
     return int(shape[-2]), int(shape[-1])
+
+
+def patch_grid(model_or_config: Any, image_size: tuple[int, int]) -> tuple[int, int]:
+    """Masked image modeling: (rows, columns) of patches the mask has one flag each for."""
+    config = getattr(model_or_config, "config", model_or_config)
+    if isinstance(config, Mapping):  # config.json as read by the server
+        patch = config.get("patch_size")
+    else:
+        patch = getattr(config, "patch_size", None)
+    if isinstance(patch, list | tuple):
+        patch = patch[0]
+    if not isinstance(patch, int) or patch < 1:
+        raise ConfigurationError("masked-image-modeling needs a ViT-style config with patch_size")
+    return image_size[0] // patch, image_size[1] // patch
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,14 +188,52 @@ def traceable(model: torch.nn.Module, names: Sequence[str]) -> torch.nn.Module:
     return _Logits(model.eval(), tuple(names)).eval()
 
 
+def reconstructing(model: torch.nn.Module, mean: Sequence[float], std: Sequence[float]) -> Any:
+    """Masked image modeling: ``forward(pixel_values, bool_masked_pos)`` -> the reconstruction
+    as an RGB image ``[batch, height, width, 3]`` in 0..1 (the processor's normalisation undone
+    inside the graph, so the server only encodes it)."""
+    import torch
+
+    class _Reconstruction(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+            self.register_buffer("mean", torch.tensor(list(mean)).view(1, -1, 1, 1))
+            self.register_buffer("std", torch.tensor(list(std)).view(1, -1, 1, 1))
+
+        def forward(self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor) -> Any:
+            out = self.inner(pixel_values=pixel_values, bool_masked_pos=bool_masked_pos)
+            image = (out.reconstruction * self.std + self.mean).clamp(0.0, 1.0)
+            return image.permute(0, 2, 3, 1)
+
+    return _Reconstruction(model.eval()).eval()
+
+
+def normalisation(processor: Any) -> tuple[list[float], list[float]]:
+    """The processor's mean and std per channel (identity where it does not normalise)."""
+
+    def three(value: Any, default: float) -> list[float]:
+        if value is None or not getattr(processor, "do_normalize", True):
+            return [default] * 3
+        return [float(v) for v in value] if isinstance(value, list | tuple) else [float(value)] * 3
+
+    return three(getattr(processor, "image_mean", None), 0.0), three(
+        getattr(processor, "image_std", None), 1.0
+    )
+
+
 def as_tensors(arrays: Mapping[str, Any], names: Sequence[str]) -> tuple[torch.Tensor, ...]:
-    """Graph inputs from numpy arrays: masks as int64, signals and pixels as float32."""
+    """Graph inputs from numpy arrays: masks as int64 (patch masks bool), signals and pixels
+    as float32."""
     import numpy as np
     import torch
 
     out = []
     for name in names:
         array = np.asarray(arrays[name])
+        if name == "bool_masked_pos":
+            out.append(torch.from_numpy(np.ascontiguousarray(array, dtype=np.bool_)))
+            continue
         dtype = np.int64 if name == "attention_mask" else np.float32
         out.append(torch.from_numpy(np.ascontiguousarray(array, dtype=dtype)))
     return tuple(out)
@@ -204,14 +258,25 @@ def compile_media_artifact(
 
     sizes = tuple(sorted({int(size) for size in batch_sizes}))
     extra: dict[str, Any] = {}
+    wrapper = None
     if task in IMAGE_TASKS:
         height, width = image_size_of(processor)
         names: tuple[str, ...] = ("pixel_values",)
         lengths: tuple[int, ...] = (height * width,)
         extra["image_size"] = (height, width)
+        patches = 0
+        if task == "masked-image-modeling":
+            rows, columns = patch_grid(model, (height, width))
+            patches = rows * columns
+            names = ("pixel_values", "bool_masked_pos")
+            wrapper = reconstructing(model, *normalisation(processor))
 
         def example(batch: int, length: int) -> tuple[Any, ...]:
-            return as_tensors({"pixel_values": np.zeros((batch, 3, height, width))}, names)
+            arrays = {
+                "pixel_values": np.zeros((batch, 3, height, width)),
+                "bool_masked_pos": np.zeros((batch, patches), dtype=bool),
+            }
+            return as_tensors(arrays, names)
 
     elif task in AUDIO_TASKS:
         rate = sampling_rate_of(processor)
@@ -225,7 +290,7 @@ def compile_media_artifact(
 
     else:
         raise ConfigurationError(f"{task} is not an image or audio task")
-    wrapper = traceable(model, names)
+    wrapper = wrapper or traceable(model, names)
     files = {}
     total = time.monotonic()
     for batch in sizes:

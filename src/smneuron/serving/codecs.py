@@ -16,6 +16,7 @@ JSONLINES = "application/jsonlines"
 CSV = "text/csv"
 TEXT = "text/plain"
 NPY = "application/x-npy"
+PNG = "image/png"
 # Raw image and audio bodies: one input each, for image and audio artifacts (serving.media).
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "application/x-image")
 AUDIO_TYPES = ("audio/wav", "audio/x-wav", "audio/wave", "audio/flac", "audio/x-flac", "audio/mpeg")
@@ -480,11 +481,40 @@ def _label_score(entry: Any) -> tuple[Any, Any]:
     return entry, ""
 
 
+def _reconstructions(result: Any) -> Any:
+    """Masked image modeling answers as their images (``[height][width][3]`` each), else None."""
+    records = result if isinstance(result, list) else [result]
+    if records and all(isinstance(r, dict) and "reconstruction" in r for r in records):
+        images = [r["reconstruction"] for r in records]
+        return images if isinstance(result, list) else images[0]
+    return None
+
+
+def encode_png(result: Any) -> bytes:
+    """A masked-image-modeling reconstruction (one input) as an 8-bit RGB PNG."""
+    import numpy as np
+    from PIL import Image
+
+    image = _reconstructions(result)
+    if image is None or isinstance(result, list):
+        raise NotAcceptable(
+            "image/png carries the reconstruction of one image (masked-image-modeling, one "
+            "input); ask for application/json or application/x-npy"
+        )
+    pixels = np.clip(np.rint(np.asarray(image, dtype=np.float32) * 255.0), 0, 255)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8), "RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def encode_npy(result: Any) -> bytes:
     import numpy as np
 
     if isinstance(result, dict) and list(result) == ["similarities"]:
         result = result["similarities"]  # a 1-d array, one score per sentence
+    images = _reconstructions(result)
+    if images is not None:  # [inputs, height, width, 3] (or one image) of 0..1 floats
+        result = images
     try:
         with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, as numpy casts
             array = np.asarray(result, dtype=np.float32)
@@ -513,6 +543,7 @@ ENCODERS: dict[str, Callable[[Any], bytes]] = {
     JSONLINES: encode_jsonlines,
     CSV: encode_csv,
     NPY: encode_npy,
+    PNG: encode_png,
 }
 
 

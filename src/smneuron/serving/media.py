@@ -74,6 +74,7 @@ class MediaModel:
         self.max_image_pixels = max_image_pixels
         self.task = task_for(manifest.task)
         self.head = Head(manifest.labels, (config or {}).get("problem_type"))
+        self.config = dict(config or {})
         self.is_image = manifest.task in IMAGE_TASKS
         self.media_kind = "image" if self.is_image else "audio"  # the raw bodies it takes
         self.batcher = DynamicBatcher(
@@ -88,8 +89,36 @@ class MediaModel:
     # ----------------------------------------------------------------------------------------
     # Preparing one input
 
-    def prepare(self, data: bytes, where: str) -> tuple[int, tuple[Any, ...]]:
-        """(bucket, one array per graph input without the batch axis) for one input."""
+    def patch_mask(self, options: Mapping[str, Any]) -> Any:
+        """Masked image modeling: the patches to mask (``masked_patches``, else a seeded
+        random ``mask_ratio`` of them), as a bool array over the patch grid."""
+        import numpy as np
+
+        from smneuron.artifact.media import patch_grid
+
+        height, width = self.manifest.image_size
+        rows, columns = patch_grid(self.config, (height, width))
+        count = rows * columns
+        mask = np.zeros(count, dtype=bool)
+        chosen = options.get("masked_patches")
+        if chosen is not None:
+            outside = [p for p in chosen if p >= count]
+            if outside:
+                raise ClientError(
+                    f'"masked_patches": {outside[:5]} outside the {rows}x{columns} = {count} '
+                    "patches of this model (indices 0 to "
+                    f"{count - 1}, row by row)"
+                )
+            mask[list(chosen)] = True
+        else:
+            rng = np.random.default_rng(options.get("seed", 0))
+            mask[rng.permutation(count)[: round(options.get("mask_ratio", 0.0) * count)]] = True
+        return mask
+
+    def prepare(
+        self, data: bytes, where: str, options: Mapping[str, Any] | None = None
+    ) -> tuple[int, tuple[Any, ...], Item]:
+        """(bucket, one array per graph input without the batch axis, its Item) for one input."""
         if self.is_image:
             from smneuron.artifact.media import image_pixels
             from smneuron.serving.images import decode_image
@@ -102,7 +131,11 @@ class MediaModel:
                     f"the image processor gave {tuple(pixels.shape)} pixels, but the graphs "
                     f"take {height}x{width}: recompile the artifact with its processor"
                 )
-            return self.manifest.sequence_lengths[0], (pixels,)
+            bucket = self.manifest.sequence_lengths[0]
+            if self.manifest.task == "masked-image-modeling":
+                mask = self.patch_mask(options or {})
+                return bucket, (pixels, mask), Item("", [int(i) for i in mask.nonzero()[0]])
+            return bucket, (pixels,), NO_ITEM
         from smneuron.artifact.media import audio_features
         from smneuron.serving.audio import decode_audio
 
@@ -112,14 +145,17 @@ class MediaModel:
         )
         bucket = next(b for b in buckets if b >= len(clip))
         arrays = audio_features(self.processor, [clip], bucket, self.manifest.input_names)
-        return bucket, tuple(arrays[name][0] for name in self.manifest.input_names)
+        return bucket, tuple(arrays[name][0] for name in self.manifest.input_names), NO_ITEM
 
     def _filler(self, bucket: int) -> tuple[Any, ...]:
         import numpy as np
 
         if self.is_image:
             height, width = self.manifest.image_size
-            return (np.zeros((3, height, width), dtype=np.float32),)
+            pixels = np.zeros((3, height, width), dtype=np.float32)
+            if self.manifest.task == "masked-image-modeling":
+                return pixels, self.patch_mask({})
+            return (pixels,)
         from smneuron.artifact.media import audio_features
 
         arrays = audio_features(
@@ -176,15 +212,16 @@ class MediaModel:
         else:
             blobs = [from_base64(text, f"input {i}") for i, text in enumerate(texts)]
         where = (lambda i: kind) if count == 1 else (lambda i: f"{kind} {i}")
-        prepared = [self.prepare(blob, where(i)) for i, blob in enumerate(blobs)]
+        prepared = [self.prepare(blob, where(i), options) for i, blob in enumerate(blobs)]
         if deadline is None:
             deadline = started + self.limits.deadline_s
         ready = time.monotonic()
-        futures = self.batcher.submit_many(prepared, deadline)
+        futures = self.batcher.submit_many([(bucket, row) for bucket, row, _ in prepared], deadline)
         outputs = self.batcher.wait(futures, deadline)
         done = time.monotonic()
         results: Any = [
-            self.task.postprocess(out.value, NO_ITEM, self.head, options) for out in outputs
+            self.task.postprocess(out.value, item, self.head, options)
+            for out, (_, _, item) in zip(outputs, prepared, strict=True)
         ]
         if single and len(results) == 1:
             results = self.task.lone(results[0], False, options)

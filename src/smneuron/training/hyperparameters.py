@@ -28,6 +28,7 @@ TASKS = (
     "question-answering",
     "image-classification",
     "audio-classification",
+    "masked-image-modeling",
 )
 DATA_FORMATS = ("auto", "csv", "jsonl", "parquet")
 
@@ -159,6 +160,13 @@ class TrainingHyperparameters:
         "size); training clips are cut to the largest",
         minimum=0.01,
         maximum=600.0,
+    )
+    mask_ratio: float = hp(
+        0.6,
+        "float",
+        "masked-image-modeling: fraction of the image patches masked in each training example",
+        minimum=0.0,
+        maximum=1.0,
     )
     cores_per_model: int = hp(
         1,

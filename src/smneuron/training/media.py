@@ -30,10 +30,13 @@ from smneuron.training.hyperparameters import TrainingHyperparameters
 
 log = logging.getLogger(__name__)
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 EXTENSIONS = {
-    "image-classification": (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"),
+    "image-classification": IMAGE_EXTENSIONS,
+    "masked-image-modeling": IMAGE_EXTENSIONS,
     "audio-classification": (".wav", ".flac", ".mp3", ".ogg"),
 }
+LABELLED = ("image-classification", "audio-classification")
 MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".json", ".ndjson")
 FILE_COLUMNS = ("file_name", "file", "path", "image", "audio")
 
@@ -74,7 +77,9 @@ def find_examples(
         examples = [
             example
             for manifest in manifests
-            for example in _manifest_examples(name, manifest, file_column, label_column)
+            for example in _manifest_examples(
+                name, manifest, file_column, None if task not in LABELLED else label_column
+            )
         ]
     else:
         examples = _folder_examples(name, directory, files, task)
@@ -92,6 +97,8 @@ def _folder_examples(name: str, directory: Path, files: list[Path], task: str) -
             f"channel {name!r} ({directory}) has no {'/'.join(known)} files and no CSV/JSON "
             "Lines manifest; put the files in one folder per label (train/<label>/...)"
         )
+    if task == "masked-image-modeling":  # no labels: every image, in any folder
+        return [Example(p, "") for p in media]
     loose = [p.name for p in media if len(p.relative_to(directory).parts) < 2]
     if loose:
         raise DataError(
@@ -120,7 +127,7 @@ def _manifest_rows(name: str, manifest: Path) -> list[dict[str, Any]]:
 
 
 def _manifest_examples(
-    name: str, manifest: Path, file_column: str, label_column: str
+    name: str, manifest: Path, file_column: str, label_column: str | None
 ) -> list[Example]:
     rows = _manifest_rows(name, manifest)
     if not rows:
@@ -128,6 +135,8 @@ def _manifest_examples(
     columns = list(rows[0])
     column = file_column or next((c for c in FILE_COLUMNS if c in columns), "")
     for needed, what in ((column, "file_column"), (label_column, "label_column")):
+        if what == "label_column" and label_column is None:
+            continue
         if not needed or needed not in columns:
             wanted = needed or " / ".join(FILE_COLUMNS)
             raise DataError(
@@ -136,8 +145,9 @@ def _manifest_examples(
             )
     examples = []
     for number, row in enumerate(rows, start=1):
-        relative, label = row.get(column), row.get(label_column)
-        if not isinstance(relative, str) or not relative.strip() or label in (None, ""):
+        relative = row.get(column)
+        label = row.get(label_column) if label_column is not None else ""
+        if not isinstance(relative, str) or not relative.strip() or label is None:
             raise DataError(
                 f"channel {name!r}: {manifest.name} row {number} needs a {column!r} path and a "
                 f"{label_column!r} label"
@@ -200,6 +210,31 @@ class ImageExamples:
             raise DataError(f"cannot read image {example.path}: {err}") from err
         pixels = image_pixels(self.processor, [image])[0]
         return {"pixel_values": torch.from_numpy(pixels), "labels": self.ids[index]}
+
+
+class MaskedImages:
+    """``{"pixel_values", "bool_masked_pos"}`` per image: a fresh random ``ratio`` of the
+    ``patches`` masked at every read (SimMIM-style pre-training)."""
+
+    def __init__(
+        self, examples: Sequence[Example], processor: Any, patches: int, ratio: float, seed: int
+    ) -> None:
+        self.images = ImageExamples(examples, [0] * len(examples), processor)
+        self.patches, self.ratio, self.seed, self.reads = patches, ratio, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        import numpy as np
+        import torch
+
+        self.reads += 1
+        rng = np.random.default_rng([self.seed, index, self.reads])
+        mask = np.zeros(self.patches, dtype=bool)
+        mask[rng.permutation(self.patches)[: max(1, round(self.ratio * self.patches))]] = True
+        pixels = self.images[index]["pixel_values"]
+        return {"pixel_values": pixels, "bool_masked_pos": torch.from_numpy(mask)}
 
 
 class AudioExamples:
@@ -271,15 +306,17 @@ def load_pretrained(
     processor = load_processor(
         source, hps.task, trust_remote_code=trust_remote_code, local_only=local_only
     )
+    head: dict[str, Any] = {}
+    if labels:  # a classification head sized for the labels replaces any other
+        head = {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {name: i for i, name in enumerate(labels)},
+            "ignore_mismatched_sizes": True,
+        }
     try:
         model = getattr(transformers, MODEL_CLASSES[hps.task]).from_pretrained(
-            source,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={name: i for i, name in enumerate(labels)},
-            ignore_mismatched_sizes=True,
-            local_files_only=local_only,
-            trust_remote_code=trust_remote_code,
+            source, local_files_only=local_only, trust_remote_code=trust_remote_code, **head
         )
     except (OSError, ValueError) as err:
         raise ConfigurationError(
@@ -305,9 +342,10 @@ def train(
         found["validation"] = find_examples(
             hps.validation_channel, env.channels, hps.task, hps.file_column, hps.label_column
         )
-    labels = label_names(found["train"], hps.labels)
+    labelled = hps.task in LABELLED
+    labels = label_names(found["train"], hps.labels) if labelled else ()
     ids = {
-        split: label_ids(getattr(hps, f"{split}_channel"), examples, labels)
+        split: label_ids(getattr(hps, f"{split}_channel"), examples, labels) if labelled else []
         for split, examples in found.items()
     }
     text._quiet_transformers()
@@ -315,8 +353,17 @@ def train(
     precompile_run = text._start_neuron_process() if on_neuron else False
     log.info("pretrained model: %s; labels: %s", source, ", ".join(labels))
     processor, model = load_pretrained(source, labels, hps, trust_remote_code=env.trust_remote_code)
-    datasets: dict[str, ImageExamples | AudioExamples]
-    if hps.task in IMAGE_TASKS:
+    datasets: dict[str, ImageExamples | AudioExamples | MaskedImages]
+    if hps.task == "masked-image-modeling":
+        from smneuron.artifact.media import image_size_of, patch_grid
+
+        rows, columns = patch_grid(model, image_size_of(processor))
+        datasets = {
+            s: MaskedImages(found[s], processor, rows * columns, hps.mask_ratio, hps.seed)
+            for s in found
+        }
+        collator = None
+    elif hps.task in IMAGE_TASKS:
         datasets = {s: ImageExamples(found[s], ids[s], processor) for s in found}
         collator = None  # the default stacks pixel_values and labels
     elif hps.task in AUDIO_TASKS:
@@ -373,6 +420,10 @@ def _fit(
         )
         # The datasets hand over the model's inputs (and raw audio for the collator) only.
         args.remove_unused_columns = False
+        if not labels:  # masked image modeling: the mask makes the model compute its loss,
+            # so naming it as the "label" gives an eval_loss; no predictions are gathered
+            args.label_names = ["bool_masked_pos"]
+            args.prediction_loss_only = True
         trainer = trainer_class()(
             model=model,
             args=args,
@@ -380,7 +431,7 @@ def _fit(
             eval_dataset=datasets.get("validation") if evaluate else None,
             processing_class=processor,
             data_collator=collator,
-            compute_metrics=text.compute_metrics if evaluate else None,
+            compute_metrics=text.compute_metrics if evaluate and labels else None,
             callbacks=[text.metrics_callback(), checkpoint_callback(flag)],
         )
         trainer.remove_callback(PrinterCallback)  # it prints raw dicts; we log key=value lines
