@@ -543,8 +543,10 @@ ENCODERS: dict[str, Callable[[Any], bytes]] = {
     JSONLINES: encode_jsonlines,
     CSV: encode_csv,
     NPY: encode_npy,
-    PNG: encode_png,
 }
+# Offered only by a model that names them in its ``response_types`` (masked image modeling):
+# a text client's ``Accept: image/png, */*`` still gets JSON.
+EXTRA_ENCODERS: dict[str, Callable[[Any], bytes]] = {PNG: encode_png}
 
 
 def decode(
@@ -561,7 +563,7 @@ def decode(
 
 
 def encode(result: Any, accept: str) -> bytes:
-    encoder = ENCODERS.get(accept)
+    encoder = ENCODERS.get(accept) or EXTRA_ENCODERS.get(accept)
     if encoder is None:
         raise NotAcceptable(f"cannot answer {accept!r}; supported: {', '.join(ENCODERS)}")
     return encoder(result)

@@ -330,7 +330,8 @@ class Handler:
     def response_type(self, accept: str | None) -> str:
         default = self.worker.settings.default_accept
         if not self.custom_output:
-            return codecs.negotiate(accept, default)
+            extra = tuple(getattr(self.model, "response_types", ()))  # e.g. image/png
+            return codecs.negotiate(accept, default, (*codecs.ENCODERS, *extra) if extra else None)
         # A user output_fn/transform_fn decides what it can produce: hand it the first choice.
         first = codecs.media_type((accept or "").split(",", 1)[0])
         return default if first in ("", "*/*") else first
@@ -407,7 +408,7 @@ def to_response(output: Any, content_type: str) -> Response:
     if isinstance(output, bytearray | memoryview):
         output = bytes(output)
     if not isinstance(output, bytes):
-        if content_type not in codecs.ENCODERS:
+        if content_type not in codecs.ENCODERS and content_type not in codecs.EXTRA_ENCODERS:
             raise NotAcceptable(f"cannot encode the result as {content_type!r}")
         output = codecs.encode(output, content_type)
     return Response(output, content_type)

@@ -77,6 +77,8 @@ class MediaModel:
         self.config = dict(config or {})
         self.is_image = manifest.task in IMAGE_TASKS
         self.media_kind = "image" if self.is_image else "audio"  # the raw bodies it takes
+        mim = manifest.task == "masked-image-modeling"
+        self.response_types = ("image/png",) if mim else ()  # besides the codecs' own
         self.batcher = DynamicBatcher(
             self._run_batch,
             manifest.batch_size,
