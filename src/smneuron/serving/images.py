@@ -20,6 +20,9 @@ FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 # Modes converted to RGB; others (16-bit, float, multi-band scientific) are refused.
 CONVERTIBLE_MODES = ("RGB", "RGBA", "RGBX", "L", "LA", "1", "P", "PA", "CMYK", "YCbCr", "I;16")
 DEFAULT_MAX_PIXELS = 40_000_000
+# A processor that resizes the short side up (ConvNeXt's shortest_edge) would turn a 1 x 10^6
+# strip into gigabytes: such strips are refused.
+MAX_ASPECT_RATIO = 100
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, where: str = "image") -> Any:
@@ -53,6 +56,11 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, where: str =
             raise PayloadTooLarge(
                 f"{where}: {width}x{height} = {width * height} pixels is above the limit of "
                 f"{max_pixels} (SMNEURON_MAX_IMAGE_PIXELS); send a smaller image"
+            )
+        if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+            raise ClientError(
+                f"{where}: a {width}x{height} image is more than {MAX_ASPECT_RATIO} times longer "
+                "than wide; crop it before sending"
             )
         if image.mode not in CONVERTIBLE_MODES:
             raise ClientError(

@@ -79,6 +79,14 @@ def test_a_decompression_bomb_is_a_413_before_decoding():
     assert caught.value.status_code == 413
 
 
+def test_a_thin_strip_is_a_400_before_a_processor_scales_it_up():
+    from PIL import Image
+
+    with pytest.raises(ClientError, match="more than 100 times longer than wide"):
+        decode_image(image_bytes(Image.new("RGB", (5000, 2)), "PNG"))
+    assert decode_image(image_bytes(Image.new("RGB", (200, 2)), "PNG")).size == (200, 2)
+
+
 def test_an_unsupported_mode_is_a_400(monkeypatch):
     from PIL import Image
 
