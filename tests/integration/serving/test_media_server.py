@@ -21,7 +21,7 @@ from mediamodels import (
 pytestmark = pytest.mark.slow
 
 
-def serve(tmp_path_factory, name, save, durations="0.5,1", **env):
+def serve(tmp_path_factory, name, save, stack="gunicorn", durations="0.5,1", **env):
     from smneuron.artifact.backends import CpuBackend
     from smneuron.artifact.job import CompileHyperparameters, compile_checkpoint
     from smneuron.typed import parse_hyperparameters
@@ -34,15 +34,16 @@ def serve(tmp_path_factory, name, save, durations="0.5,1", **env):
         {"batch_size": 2, "batch_sizes": "1,2", "audio_durations": durations},
     )
     compile_checkpoint(base / "checkpoint", base / "model", settings, backend=CpuBackend())
-    return Server("gunicorn", base, base / "server.log", env)
+    return Server(stack, base, base / "server.log", env)
 
 
-@pytest.fixture(scope="module")
-def image_server(tmp_path_factory):
+@pytest.fixture(scope="module", params=["gunicorn", "mms"])
+def image_server(request, tmp_path_factory):
     running = serve(
         tmp_path_factory,
-        "image",
+        f"image-{request.param}",
         save_tiny_image_classifier,
+        request.param,
         SMNEURON_MAX_IMAGE_PIXELS="1000000",
     )
     try:
