@@ -411,3 +411,18 @@ def test_masked_image_modeling_trains_and_serves_the_reconstruction(opt_ml, tmp_
             handler.invoke(json.dumps(bad).encode(), "application/json", None)
     finally:
         handler.model.close()
+
+
+def test_the_compile_command_takes_audio_durations_in_seconds():
+    import argparse
+
+    from smneuron.artifact import job
+    from smneuron.artifact.media import duration_buckets
+
+    parser = argparse.ArgumentParser()
+    job.add_arguments(parser)
+    args = parser.parse_args(["--checkpoint", "x", "--output", "y", "--audio-durations", "1,2.5"])
+    assert job._from_args(args).audio_durations == (1.0, 2.5)
+    assert duration_buckets((1.0, 2.5, 1.0), 16000) == (16000, 40000)
+    with pytest.raises(Exception, match="below the minimum"):
+        job._from_args(parser.parse_args(["--audio-durations", "0"]))
