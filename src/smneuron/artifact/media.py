@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from smneuron.artifact.backends import Backend
+from smneuron.artifact.build import _shared_files
 from smneuron.artifact.manifest import (
     AUDIO_TASKS,
     IMAGE_TASKS,
@@ -325,7 +326,7 @@ def compile_media_artifact(
         input_names=names,
         cores_per_model=cores_per_model,
         versions=backend.versions(),
-        files={"compiled": files},
+        files={"compiled": files, **_shared_files(backend, model_dir, files.values())},
         target=backend.target(),
         compiler_args=tuple(compiler_args),
         **extra,

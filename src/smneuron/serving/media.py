@@ -192,6 +192,7 @@ class MediaModel:
         pairs: Sequence[str | None] | None = None,
         single: bool = False,
         similarity: bool = False,
+        questions: bool = False,
         deadline: float | None = None,
         media: Sequence[bytes] | None = None,
     ) -> Prediction:
@@ -199,7 +200,7 @@ class MediaModel:
         started = time.monotonic()
         options = self.task.read(parameters or {}, self.head)
         kind = "image" if self.is_image else "audio"
-        if similarity or (pairs is not None and any(pair is not None for pair in pairs)):
+        if similarity or questions or (pairs is not None and any(p is not None for p in pairs)):
             raise ClientError(f"{self.manifest.task} takes {kind} data, not text objects")
         count = len(media) if media is not None else len(texts)
         if count > self.limits.max_inputs:

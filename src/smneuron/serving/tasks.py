@@ -251,6 +251,8 @@ def question_answering(
     from smneuron.serving import qa
 
     return qa.answer(rows, item.windows or (), item.text, options)
+
+
 # image-classification, audio-classification: the text classifier's answers (serving.media)
 
 MEDIA_PARAMETERS = ("top_k", "function_to_apply")

@@ -130,6 +130,7 @@ def test_bad_images_are_400_or_413_and_the_worker_lives_on(image_server):
         (b"", "image/webp", 400, "empty"),
         (wav_bytes(tone(0.2)), "audio/wav", 415, "this model takes image bodies"),
         (b'{"inputs": "@@not base64@@"}', "application/json", 400, "not base64"),
+        (b'{"inputs": {"question": "q?", "context": "c"}}', "application/json", 400, "takes image"),
     ]
     for body, content_type, status, words in cases:
         assert_error(post(image_server, body, content_type), status, words)
