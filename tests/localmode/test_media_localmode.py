@@ -33,7 +33,7 @@ def write(root, files):
 
 
 def train_deploy_invoke(offline, cpu_images, tmp_path, channels, hyperparameters, body, kind):
-    work = tmp_path / "train"
+    work = tmp_path / "job"  # not inside a channel folder
     model_data = localmode.train(
         cpu_images["training"],
         channels,

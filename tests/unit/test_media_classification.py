@@ -89,6 +89,13 @@ def test_bad_layouts_are_data_errors_that_say_what_to_fix(opt_ml, files, message
         find_examples("train", channels_of(opt_ml), "image-classification", "", "label")
 
 
+def test_a_json_file_inside_a_label_folder_is_no_manifest(opt_ml):
+    png = image_bytes(picture(1))
+    channel(opt_ml, "train", {"cat/a.png": png, "cat/notes.json": "{}", "dog/b.png": png})
+    examples = find_examples("train", channels_of(opt_ml), "image-classification", "", "label")
+    assert sorted(e.label for e in examples) == ["cat", "dog"]
+
+
 def test_a_label_outside_the_given_labels_is_named(opt_ml):
     channel(opt_ml, "train", {"cat/a.wav": wav_bytes(tone(0.1)), "owl/b.wav": wav_bytes(tone(0.1))})
     examples = find_examples("train", channels_of(opt_ml), "audio-classification", "", "label")

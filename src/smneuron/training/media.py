@@ -72,7 +72,10 @@ def find_examples(
             "job's inputs or change the *_channel hyperparameter"
         )
     files = _visible(directory)
-    manifests = [p for p in files if p.suffix.lower() in MANIFEST_EXTENSIONS]
+    # Manifests sit at the channel's top level: a JSON file inside a label folder is data.
+    manifests = [
+        p for p in files if p.suffix.lower() in MANIFEST_EXTENSIONS and p.parent == directory
+    ]
     if manifests:
         examples = [
             example
