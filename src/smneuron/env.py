@@ -48,6 +48,7 @@ class ENV:
     # Serving handler limits and decoding (docs/serving.md "Limits")
     MAX_INPUTS = "SMNEURON_MAX_INPUTS"
     MAX_TEXT_CHARS = "SMNEURON_MAX_TEXT_CHARS"
+    MAX_IMAGE_PIXELS = "SMNEURON_MAX_IMAGE_PIXELS"
     REQUEST_DEADLINE_S = "SMNEURON_REQUEST_DEADLINE_S"
     MAX_QUEUE = "SMNEURON_MAX_QUEUE"
     CSV_HEADER = "SMNEURON_CSV_HEADER"
@@ -259,8 +260,8 @@ VARIABLES: dict[str, Variable] = _variables(
     ),
     Variable(
         ENV.OVERFLOW, "str", "truncate",
-        "Input longer than the largest compiled sequence length: `truncate` it to that "
-        "length, or `reject` it with 413.",
+        "Input longer than the largest compiled sequence length (audio: longer than the "
+        "largest duration bucket): `truncate` it to that length, or `reject` it with 413.",
         "serving", "serve", "reject", choices=("truncate", "reject"),
     ),
     Variable(
@@ -274,6 +275,12 @@ VARIABLES: dict[str, Variable] = _variables(
         "first (`truncate`) or refused with 413 (`reject`), so a huge text never costs seconds "
         "of tokenization.",
         "serving", "serve", "8192", minimum=1,
+    ),
+    Variable(
+        ENV.MAX_IMAGE_PIXELS, "int", 40_000_000,
+        "Image artifacts: most pixels (width × height) of one image, read from its header "
+        "before any pixel is decoded; a larger image (a decompression bomb) is a 413.",
+        "serving", "serve", "10000000", minimum=1,
     ),
     Variable(
         ENV.REQUEST_DEADLINE_S, "float", None,

@@ -86,6 +86,26 @@ def parse_int_list(value: Any, name: str = "value") -> tuple[int, ...]:
     return tuple(parse_int(item, name) for item in value)
 
 
+def parse_float_list(value: Any, name: str = "value") -> tuple[float, ...]:
+    """A list of numbers from ``[1, 2.5]``, ``"1,2.5"`` or ``"[1, 2.5]"``."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise ConfigurationError(
+                    f"{name}: expected a list of numbers, got {value!r}"
+                ) from err
+        else:
+            value = [part for part in text.replace(" ", "").split(",") if part]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list | tuple) or not value:
+        raise ConfigurationError(f"{name}: expected a non-empty list of numbers, got {value!r}")
+    return tuple(parse_float(item, name) for item in value)
+
+
 def parse_str_list(value: Any, name: str = "value") -> tuple[str, ...]:
     """A list of strings from ``["ham", "spam"]``, ``"ham,spam"`` or ``""`` (empty)."""
     if isinstance(value, str):
@@ -143,6 +163,7 @@ PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "float": parse_float,
     "str": parse_str,
     "int_list": parse_int_list,
+    "float_list": parse_float_list,
     "str_list": parse_str_list,
 }
 

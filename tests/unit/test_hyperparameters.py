@@ -76,7 +76,15 @@ def test_max_steps_alone_is_enough_to_train():
 
 def test_every_field_has_a_type_and_help():
     for spec in fields(TrainingHyperparameters):
-        assert spec.metadata["kind"] in ("bool", "int", "float", "str", "int_list", "str_list")
+        assert spec.metadata["kind"] in (
+            "bool",
+            "int",
+            "float",
+            "str",
+            "int_list",
+            "float_list",
+            "str_list",
+        )
         assert spec.metadata["help"], spec.name
 
 

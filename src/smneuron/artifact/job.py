@@ -31,7 +31,8 @@ from smneuron.artifact.archive import extract
 from smneuron.artifact.backends import Backend
 from smneuron.artifact.build import DEFAULT_BATCH_SIZES
 from smneuron.artifact.generation import is_generation
-from smneuron.artifact.manifest import COMPILED_DIR, MANIFEST, TASKS, Manifest
+from smneuron.artifact.manifest import COMPILED_DIR, MANIFEST, MEDIA_TASKS, TASKS, Manifest
+from smneuron.artifact.media import DEFAULT_DURATIONS_S
 from smneuron.env import ENV, read, remote_code_hint
 from smneuron.errors import ArtifactError, ConfigurationError
 from smneuron.job import Paths, TrainingEnv
@@ -53,6 +54,9 @@ _ARCHITECTURE_TASKS = (
     ("ForCausalLM", "causal-lm"),
     ("LMHeadModel", "causal-lm"),
     ("ForConditionalGeneration", "seq2seq"),
+    ("ForImageClassification", "image-classification"),
+    ("ForAudioClassification", "audio-classification"),
+    ("ForMaskedImageModeling", "masked-image-modeling"),
 )
 _AUTO_CLASSES = {
     "text-classification": "AutoModelForSequenceClassification",
@@ -62,8 +66,16 @@ _AUTO_CLASSES = {
     "multiple-choice": "AutoModelForMultipleChoice",
     "next-sentence-prediction": "AutoModelForNextSentencePrediction",
     "feature-extraction": "AutoModel",
+    "image-classification": "AutoModelForImageClassification",
+    "audio-classification": "AutoModelForAudioClassification",
+    "masked-image-modeling": "AutoModelForMaskedImageModeling",
 }
-_LABEL_TASKS = ("text-classification", "token-classification")
+_LABEL_TASKS = (
+    "text-classification",
+    "token-classification",
+    "image-classification",
+    "audio-classification",
+)
 
 
 @dataclass(frozen=True)
@@ -137,6 +149,14 @@ class CompileHyperparameters:
         "causal-lm on Neuron: optimum-neuron cast type",
         choices=("bf16", "fp16", "f32"),
     )
+    audio_durations: tuple[float, ...] = hp(
+        DEFAULT_DURATIONS_S,
+        "float_list",
+        "audio tasks: duration buckets in seconds at the model's sampling rate (sequence "
+        "lengths do not apply)",
+        minimum=0.01,
+        maximum=600.0,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,6 +197,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-masks", type=int, default=None, help="fill-mask (default: 1)")
     parser.add_argument(
         "--choices", type=int, default=None, help="multiple-choice (default: from config.json)"
+    )
+    parser.add_argument(
+        "--audio-durations",
+        default=None,
+        help="audio tasks: duration buckets in seconds, e.g. 1,2,4 (the default)",
     )
     parser.add_argument(
         "--target",
@@ -273,11 +298,14 @@ def compile_checkpoint(
     from smneuron.neuron.backend import DEFAULT_COMPILER_ARGS, parse_compiler_args
 
     check_cores_per_model(settings.cores_per_model)
+    trust = trust_remote_code
     with tempfile.TemporaryDirectory(prefix="smneuron-checkpoint-") as scratch:
         source = _checkpoint_folder(Path(checkpoint), Path(scratch))
         config = _read_config(source)
         task = settings.task or task_from_config(config)
         one_of(task, TASKS, "task")
+        if task in MEDIA_TASKS:
+            return _compile_media(source, Path(output), task, config, settings, backend, trust)
         lengths = parse_int_list(settings.sequence_lengths, "sequence_lengths")
         if is_generation(task):  # a decoder: static limits, no traced graphs per bucket
             from smneuron.artifact.generation import compile_generation
@@ -348,12 +376,54 @@ def _choices(settings: CompileHyperparameters, config: Mapping[str, Any]) -> int
     return count
 
 
+def _compile_media(
+    source: Path,
+    output: Path,
+    task: str,
+    config: Mapping[str, Any],
+    settings: CompileHyperparameters,
+    backend: Backend,
+    trust_remote_code: bool,
+) -> Manifest:
+    """Image and audio checkpoints: the processor gives the static shapes (``artifact.media``)."""
+    from smneuron.artifact.build import plan_batch_sizes
+    from smneuron.artifact.media import compile_media_artifact, load_processor
+    from smneuron.neuron.backend import DEFAULT_COMPILER_ARGS, parse_compiler_args
+
+    args = parse_compiler_args(settings.compiler_args)
+    if backend.name == "neuron":
+        from smneuron.neuron.backend import with_target
+
+        args = with_target(args or DEFAULT_COMPILER_ARGS, settings.target or backend.target())
+    sizes = plan_batch_sizes(
+        settings.batch_size, parse_int_list(settings.batch_sizes, "batch_sizes")
+    )
+    processor = load_processor(source, task, trust_remote_code=trust_remote_code)
+    model = load_model(source, task, trust_remote_code=trust_remote_code)
+    _copy_checkpoint(source, output)
+    log.info("compiling %s (%s) for %s: batch sizes %s", source, task, backend.name, list(sizes))
+    return compile_media_artifact(
+        output,
+        model,
+        processor,
+        task=task,
+        labels=labels_from_config(config) if task in _LABEL_TASKS else (),
+        batch_sizes=sizes,
+        backend=backend,
+        durations_s=settings.audio_durations,
+        cores_per_model=settings.cores_per_model,
+        compiler_args=args,
+    )
+
+
 def task_from_config(config: Mapping[str, Any]) -> str:
     """The task of a checkpoint from its head class (``BertForSequenceClassification``...)."""
     for architecture in config.get("architectures") or ():
         for suffix, task in _ARCHITECTURE_TASKS:
             if architecture.endswith(suffix):
-                return task
+                # wav2vec2 / HuBERT / WavLM name their audio classifier *ForSequenceClassification
+                audio = task == "text-classification" and "feat_extract_norm" in config
+                return "audio-classification" if audio else task
         if architecture.endswith("Model"):
             return "feature-extraction"
     raise ConfigurationError(

@@ -40,7 +40,16 @@ TASKS = (
     "next-sentence-prediction",
     "causal-lm",
     "seq2seq",
+    "image-classification",
+    "audio-classification",
+    "masked-image-modeling",
 )
+# Tasks whose graphs take images or audio instead of tokens (``smneuron.artifact.media``):
+# images have one bucket, ``image_size`` (height × width pixels); audio buckets are samples at
+# ``sampling_rate``.
+IMAGE_TASKS = ("image-classification", "masked-image-modeling")
+AUDIO_TASKS = ("audio-classification",)
+MEDIA_TASKS = IMAGE_TASKS + AUDIO_TASKS
 
 
 def compiled_name(sequence_length: int, batch_size: int | None = None) -> str:
@@ -82,6 +91,9 @@ class Manifest:
         task_parameters: shape parameters of the task that serving follows (question
             answering: ``doc_stride``, the tokens two windows of a long context share;
             generation: ``max_total_length``, ``engine``..., see ``artifact.generation``).
+        image_size: image tasks: (height, width) of the pixels every graph takes; the one
+            bucket in ``sequence_lengths`` is height × width.
+        sampling_rate: audio tasks: samples per second; ``sequence_lengths`` are samples.
     """
 
     task: str
@@ -100,6 +112,8 @@ class Manifest:
     choices: int | None = None
     batch_sizes: tuple[int, ...] = ()
     task_parameters: Mapping[str, Any] = field(default_factory=dict)
+    image_size: tuple[int, ...] = ()
+    sampling_rate: int = 0
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -123,6 +137,13 @@ class Manifest:
                 f"batch_size {self.batch_size}; got {list(sizes)}"
             )
         object.__setattr__(self, "batch_sizes", sizes)
+        if self.task in IMAGE_TASKS and len(self.image_size) != 2:
+            raise ArtifactError(
+                f"manifest: {self.task} needs image_size [height, width], got "
+                f"{list(self.image_size)}"
+            )
+        if self.task in AUDIO_TASKS and self.sampling_rate < 1:
+            raise ArtifactError(f"manifest: {self.task} needs a sampling_rate ≥ 1")
 
     def graphs(self) -> list[tuple[int, int]]:
         """Every compiled (batch size, sequence length), smallest batch first."""
@@ -139,7 +160,14 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("sequence_lengths", "labels", "input_names", "compiler_args", "batch_sizes"):
+        for key in (
+            "sequence_lengths",
+            "labels",
+            "input_names",
+            "compiler_args",
+            "batch_sizes",
+            "image_size",
+        ):
             data[key] = list(data[key])
         data["versions"] = dict(self.versions)
         data["files"] = dict(self.files)
@@ -174,6 +202,8 @@ class Manifest:
                 # Format 1 has one batch size: batch_size, the default.
                 batch_sizes=tuple(int(x) for x in data.get("batch_sizes") or ()),
                 task_parameters=dict(data.get("task_parameters") or {}),
+                image_size=tuple(int(x) for x in data.get("image_size") or ()),
+                sampling_rate=int(data.get("sampling_rate") or 0),
                 format_version=version,
             )
         except (KeyError, TypeError, ValueError) as err:

@@ -76,10 +76,16 @@ def compile_command(
     max_masks: int | None = None,
     choices: int | None = None,
     doc_stride: int | None = None,
+    audio_durations: Sequence[float] | None = None,
 ) -> list[str]:
     """The child's command line (``smneuron compile`` options plus ``--cpu-backend``)."""
     shape = [] if max_masks is None else ["--max-masks", str(max_masks)]
     shape += [] if choices is None else ["--choices", str(choices)]
+    durations = (
+        ["--audio-durations", ",".join(f"{d:g}" for d in audio_durations)]
+        if audio_durations
+        else []
+    )
     return [
         python,
         "-m",
@@ -104,6 +110,7 @@ def compile_command(
         str(cores_per_model),
         *shape,
         *(["--doc-stride", str(doc_stride)] if doc_stride is not None else []),
+        *durations,
         "--cpu-backend",
     ]
 
@@ -123,6 +130,7 @@ def compile_in_child(
     max_masks: int | None = None,
     choices: int | None = None,
     doc_stride: int | None = None,
+    audio_durations: Sequence[float] | None = None,
 ) -> None:
     """Run ``compile_command`` in a ``compile_env`` child; its failure is an ArtifactError."""
     command = compile_command(
@@ -137,6 +145,7 @@ def compile_in_child(
         max_masks=max_masks,
         choices=choices,
         doc_stride=doc_stride,
+        audio_durations=audio_durations,
     )
     log.info("compiling the serving artifact in a clean child: %s", " ".join(command))
     done = subprocess.run(command, env=compile_env(environ), timeout=timeout_s, check=False)

@@ -17,6 +17,10 @@ JSONLINES = "application/jsonlines"
 CSV = "text/csv"
 TEXT = "text/plain"
 NPY = "application/x-npy"
+PNG = "image/png"
+# Raw image and audio bodies: one input each, for image and audio artifacts (serving.media).
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "application/x-image")
+AUDIO_TYPES = ("audio/wav", "audio/x-wav", "audio/wave", "audio/flac", "audio/x-flac", "audio/mpeg")
 
 
 @dataclass
@@ -34,6 +38,9 @@ class Inputs:
             its context in ``texts``; ``None`` for other requests.
         questions: a question-answering request (``{"question", "context"}`` inputs):
             ``texts`` are the questions, ``pairs`` their contexts.
+        media: raw image or audio bodies (``IMAGE_TYPES``, ``AUDIO_TYPES``); ``texts`` is
+            then empty.
+        media_kind: ``"image"`` or ``"audio"``: which kind of body ``media`` holds.
     """
 
     texts: list[str]
@@ -43,6 +50,8 @@ class Inputs:
     similarity: bool = False
     choices: list[list[str]] | None = None
     questions: bool = False
+    media: list[bytes] | None = None
+    media_kind: str | None = None
 
 
 @dataclass(frozen=True)
@@ -434,6 +443,21 @@ def decode_npy(body: bytes, options: DecodeOptions = DEFAULT_OPTIONS) -> Inputs:
     return Inputs(check_texts(items, "NPY item"))
 
 
+def _media(body: bytes, kind: str) -> Inputs:
+    """A raw image or audio file: one input, decoded by the model (``serving.media``)."""
+    if not body:
+        raise ClientError(f"request body is empty; send the {kind} file's bytes")
+    return Inputs([], single=True, media=[body], media_kind=kind)
+
+
+def decode_image_body(body: bytes, options: DecodeOptions = DEFAULT_OPTIONS) -> Inputs:
+    return _media(body, "image")
+
+
+def decode_audio_body(body: bytes, options: DecodeOptions = DEFAULT_OPTIONS) -> Inputs:
+    return _media(body, "audio")
+
+
 def encode_json(result: Any) -> bytes:
     return json.dumps(result).encode("utf-8")
 
@@ -490,11 +514,40 @@ def _label_score(entry: Any) -> tuple[Any, Any]:
     return entry, ""
 
 
+def _reconstructions(result: Any) -> Any:
+    """Masked image modeling answers as their images (``[height][width][3]`` each), else None."""
+    records = result if isinstance(result, list) else [result]
+    if records and all(isinstance(r, dict) and "reconstruction" in r for r in records):
+        images = [r["reconstruction"] for r in records]
+        return images if isinstance(result, list) else images[0]
+    return None
+
+
+def encode_png(result: Any) -> bytes:
+    """A masked-image-modeling reconstruction (one input) as an 8-bit RGB PNG."""
+    import numpy as np
+    from PIL import Image
+
+    image = _reconstructions(result)
+    if image is None or isinstance(result, list):
+        raise NotAcceptable(
+            "image/png carries the reconstruction of one image (masked-image-modeling, one "
+            "input); ask for application/json or application/x-npy"
+        )
+    pixels = np.clip(np.rint(np.asarray(image, dtype=np.float32) * 255.0), 0, 255)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8), "RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def encode_npy(result: Any) -> bytes:
     import numpy as np
 
     if isinstance(result, dict) and list(result) == ["similarities"]:
         result = result["similarities"]  # a 1-d array, one score per sentence
+    images = _reconstructions(result)
+    if images is not None:  # [inputs, height, width, 3] (or one image) of 0..1 floats
+        result = images
     try:
         with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, as numpy casts
             array = np.asarray(result, dtype=np.float32)
@@ -514,6 +567,8 @@ DECODERS: dict[str, Callable[[bytes, DecodeOptions], Inputs]] = {
     CSV: decode_csv,
     TEXT: decode_text,
     NPY: decode_npy,
+    **{kind: decode_image_body for kind in IMAGE_TYPES},
+    **{kind: decode_audio_body for kind in AUDIO_TYPES},
 }
 
 ENCODERS: dict[str, Callable[[Any], bytes]] = {
@@ -522,6 +577,9 @@ ENCODERS: dict[str, Callable[[Any], bytes]] = {
     CSV: encode_csv,
     NPY: encode_npy,
 }
+# Offered only by a model that names them in its ``response_types`` (masked image modeling):
+# a text client's ``Accept: image/png, */*`` still gets JSON.
+EXTRA_ENCODERS: dict[str, Callable[[Any], bytes]] = {PNG: encode_png}
 
 
 def decode(
@@ -538,7 +596,7 @@ def decode(
 
 
 def encode(result: Any, accept: str) -> bytes:
-    encoder = ENCODERS.get(accept)
+    encoder = ENCODERS.get(accept) or EXTRA_ENCODERS.get(accept)
     if encoder is None:
         raise NotAcceptable(f"cannot answer {accept!r}; supported: {', '.join(ENCODERS)}")
     return encoder(result)

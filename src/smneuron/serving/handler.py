@@ -18,7 +18,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from smneuron.errors import ArtifactError, ClientError, NotAcceptable, ServerError, SmneuronError
+from smneuron.artifact.manifest import MEDIA_TASKS, read_manifest
+from smneuron.errors import (
+    ArtifactError,
+    ClientError,
+    NotAcceptable,
+    ServerError,
+    SmneuronError,
+    UnsupportedContentType,
+)
 from smneuron.serving import codecs
 from smneuron.serving.model import CompiledModel, Limits, load_compiled
 from smneuron.serving.safety import enforce_offline, prepare_requirements
@@ -101,6 +109,10 @@ def default_model_fn(model_dir: str | Path, context: Context) -> Any:
             limits=Limits.from_settings(settings),
             trust_remote_code=settings.trust_remote_code,
         )
+    if read_manifest(Path(model_dir)).task in MEDIA_TASKS:
+        from smneuron.serving.media import load_media
+
+        return load_media(Path(model_dir), context.worker.backend, settings)
     return load_compiled(
         Path(model_dir),
         context.worker.backend,
@@ -180,6 +192,14 @@ def default_predict_fn(data: Any, model: CompiledModel, context: Context) -> Any
         extra["questions"] = True
     if inputs.choices is not None:
         extra["choices"] = inputs.choices
+    if inputs.media is not None:  # a raw image or audio body
+        kind = getattr(model, "media_kind", None)
+        if kind != inputs.media_kind:
+            takes = f"{kind} bodies or JSON" if kind else "text: send application/json, text/csv"
+            raise UnsupportedContentType(
+                f"{context.content_type} bodies are {inputs.media_kind}s; this model takes {takes}"
+            )
+        extra["media"] = inputs.media
     prediction = model.predict(
         inputs.texts,
         inputs.parameters,
@@ -336,7 +356,8 @@ class Handler:
     def response_type(self, accept: str | None) -> str:
         default = self.worker.settings.default_accept
         if not self.custom_output:
-            return codecs.negotiate(accept, default)
+            extra = tuple(getattr(self.model, "response_types", ()))  # e.g. image/png
+            return codecs.negotiate(accept, default, (*codecs.ENCODERS, *extra) if extra else None)
         # A user output_fn/transform_fn decides what it can produce: hand it the first choice.
         first = codecs.media_type((accept or "").split(",", 1)[0])
         return default if first in ("", "*/*") else first
@@ -440,7 +461,7 @@ def to_response(output: Any, content_type: str) -> Response:
     if isinstance(output, bytearray | memoryview):
         output = bytes(output)
     if not isinstance(output, bytes):
-        if content_type not in codecs.ENCODERS:
+        if content_type not in codecs.ENCODERS and content_type not in codecs.EXTRA_ENCODERS:
             raise NotAcceptable(f"cannot encode the result as {content_type!r}")
         output = codecs.encode(output, content_type)
     return Response(output, content_type)

@@ -40,6 +40,7 @@ class ServingSettings:
     trust_remote_code: bool = False
     max_inputs: int = 1000
     max_text_chars: int = 32768
+    max_image_pixels: int = 40_000_000
     request_deadline_s: float | None = None  # None: 0.9 x model_server_timeout
     max_queue: int = 4096
     csv_header: str = "auto"
@@ -99,6 +100,7 @@ class ServingSettings:
             trust_remote_code=value(ENV.TRUST_REMOTE_CODE),
             max_inputs=max_inputs,
             max_text_chars=value(ENV.MAX_TEXT_CHARS),
+            max_image_pixels=value(ENV.MAX_IMAGE_PIXELS),
             request_deadline_s=value(ENV.REQUEST_DEADLINE_S),
             max_queue=max_queue,
             csv_header=value(ENV.CSV_HEADER),

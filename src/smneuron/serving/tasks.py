@@ -311,6 +311,46 @@ def question_answering(
     return qa.answer(rows, item.windows or (), item.text, options)
 
 
+# image-classification, audio-classification: the text classifier's answers (serving.media)
+
+MEDIA_PARAMETERS = ("top_k", "function_to_apply")
+
+
+def read_media_classification(parameters: Mapping[str, Any], head: Head) -> Options:
+    check_known("image and audio classification", parameters, MEDIA_PARAMETERS)
+    return read_classification(parameters, head)
+
+
+# --------------------------------------------------------------------------------------------
+# masked-image-modeling (serving.media chooses the patches; the graph reconstructs the image)
+
+MIM_PARAMETERS = ("mask_ratio", "masked_patches", "seed")
+
+
+def read_masked_image_modeling(parameters: Mapping[str, Any], head: Head) -> Options:
+    check_known("masked-image-modeling", parameters, MIM_PARAMETERS)
+    ratio = parameters.get("mask_ratio", 0.0)
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio <= 1:
+        raise ClientError(f'"mask_ratio" must be a number from 0 to 1, got {ratio!r}')
+    seed = parameters.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ClientError(f'"seed" must be a non-negative integer, got {seed!r}')
+    patches = parameters.get("masked_patches")
+    if patches is not None and (
+        not isinstance(patches, list)
+        or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in patches)
+    ):
+        raise ClientError(f'"masked_patches" must be a list of patch indices, got {patches!r}')
+    if patches is not None and "mask_ratio" in parameters:
+        raise ClientError('give "masked_patches" or "mask_ratio", not both')
+    return {"mask_ratio": float(ratio), "seed": seed, "masked_patches": patches}
+
+
+def masked_image_modeling(row: Any, item: Item, head: Head, options: Options) -> Any:
+    """``{"reconstruction": [height][width][3] in 0..1, "masked_patches": [...]}``."""
+    return {"reconstruction": row, "masked_patches": list(item.ids)}
+
+
 TASKS: dict[str, Task] = {
     "text-classification": Task(
         "text-classification",
@@ -348,6 +388,21 @@ TASKS: dict[str, Task] = {
         next_sentence,
         pairs=True,
         needs_pairs=True,
+    ),
+    "image-classification": Task(
+        "image-classification",
+        read_media_classification,
+        text_classification,
+        classification_lone,
+    ),
+    "audio-classification": Task(
+        "audio-classification",
+        read_media_classification,
+        text_classification,
+        classification_lone,
+    ),
+    "masked-image-modeling": Task(
+        "masked-image-modeling", read_masked_image_modeling, masked_image_modeling
     ),
 }
 

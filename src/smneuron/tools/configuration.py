@@ -54,7 +54,8 @@ JSON values and unencoded strings are accepted too. Types:
 
 - `bool`: `true`/`false` in any case, `1`/`0`, `yes`/`no` (so `"False"` is false);
 - `int`: `3`, `"3"`, `"\\"3\\""`, `3.0`; `float`: `0.1`, `"1e-4"`;
-- `int_list` / `str_list`: a JSON list (`[32, 64]`) or a comma-separated string (`32,64`).
+- `int_list` / `float_list` / `str_list`: a JSON list (`[32, 64]`) or a comma-separated string
+  (`32,64`).
 
 An unknown name, a wrong type, a value outside the choices or the range is a client error:
 the job fails with exit code 1 and `/opt/ml/output/failure` names the field and what is

@@ -31,6 +31,9 @@ TASKS = (
     "next-sentence-prediction",
     "causal-lm",
     "seq2seq",
+    "image-classification",
+    "audio-classification",
+    "masked-image-modeling",
 )
 # Tasks that read text_pair_column (next-sentence-prediction: default "text_pair").
 PAIR_TASKS = ("text-classification", "next-sentence-prediction")
@@ -109,6 +112,12 @@ class TrainingHyperparameters:
         "question-answering: tokens two windows of a long context share, in training and "
         "when served (at most half of max_seq_length / of the largest bucket)",
         minimum=0,
+    )
+    file_column: str = hp(
+        "",
+        "str",
+        "image/audio manifests (CSV, JSON Lines): column with each file's path, relative to "
+        "the manifest; empty: the first of file_name, file, path, image, audio",
     )
     labels: tuple[str, ...] = hp(
         (),
@@ -193,6 +202,21 @@ class TrainingHyperparameters:
         "bucket, capped by the model's positions. seq2seq: the most new tokens; 0: the "
         "largest bucket",
         minimum=0,
+    )
+    audio_durations: tuple[float, ...] = hp(
+        (1.0, 2.0, 4.0),
+        "float_list",
+        "audio-classification: duration buckets in seconds (one compiled graph each per batch "
+        "size); training clips are cut to the largest",
+        minimum=0.01,
+        maximum=600.0,
+    )
+    mask_ratio: float = hp(
+        0.6,
+        "float",
+        "masked-image-modeling: fraction of the image patches masked in each training example",
+        minimum=0.0,
+        maximum=1.0,
     )
     cores_per_model: int = hp(
         1,

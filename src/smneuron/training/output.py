@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from smneuron.artifact.manifest import MANIFEST
+from smneuron.artifact.manifest import MANIFEST, MEDIA_TASKS
 from smneuron.job import Paths
 from smneuron.training.checkpoints import TerminationFlag
 from smneuron.training.hyperparameters import TrainingHyperparameters
@@ -64,7 +64,23 @@ def write_artifact(
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         name = backend_name if hps.compile else None
-        if name == "neuron":  # in a clean child process, with exactly the recorded flags
+        if name == "cpu" and hps.task in MEDIA_TASKS:
+            from smneuron.artifact.media import compile_media_artifact
+
+            started = time.monotonic()
+            compile_media_artifact(
+                staging,
+                model,
+                tokenizer,  # the image processor or feature extractor
+                task=hps.task,
+                labels=labels,
+                batch_sizes=plan_batch_sizes(hps.batch_size, hps.batch_sizes),
+                backend=get_backend(name),
+                durations_s=hps.audio_durations,
+                cores_per_model=hps.cores_per_model,
+            )
+            log.info("compiled artifact (cpu) in %.1fs", time.monotonic() - started)
+        elif name == "neuron":  # in a clean child process, with exactly the recorded flags
             _compile_neuron_in_child(staging, hps, labels, shape_arguments(model, hps))
         elif name is not None:
             backend = get_backend(name)
@@ -130,6 +146,7 @@ def _compile_neuron_in_child(
         cores_per_model=hps.cores_per_model,
         **(shape or {}),
         doc_stride=hps.doc_stride if hps.task == "question-answering" else None,
+        audio_durations=hps.audio_durations if hps.task in MEDIA_TASKS else None,
     )
     log.info(
         "compiled artifact (neuron, %s labels) in %.1fs", len(labels), time.monotonic() - started

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from smneuron.artifact.manifest import MEDIA_TASKS
 from smneuron.env import ENV, remote_code_hint
 from smneuron.errors import ConfigurationError
 from smneuron.job import TrainingEnv
@@ -261,6 +262,10 @@ def train(
         from smneuron.training.seq2seq import train_seq2seq
 
         return train_seq2seq(env, hps, flag, backend)
+    if hps.task in MEDIA_TASKS:  # image and audio files, not text columns
+        from smneuron.training import media
+
+        return media.train(env, hps, flag, backend)
     source = resolve_model_source(hps, env.channels)
     _quiet_datasets()
     count = None  # multiple-choice: choices per row
