@@ -169,6 +169,7 @@ def train_causal(
     on_neuron = backend == "neuron"
     precompile_run = encoder._start_neuron_process() if on_neuron else False
     tokenizer, model = load_causal(source, hps, trust_remote_code=env.trust_remote_code)
+    model, lora = with_lora(model, hps)
     with tempfile.TemporaryDirectory(prefix="smneuron-data-") as cache:
         texts = load_texts(env.channels, hps, Path(cache))
         tokenized = {name: tokenize_texts(ds, tokenizer, hps) for name, ds in texts.items()}
@@ -201,9 +202,22 @@ def train_causal(
     artifact = None
     if trainer.is_world_process_zero():
         write_metrics(env.paths, metrics, step)
-        artifact = write_generation_artifact(trainer.model, tokenizer, hps, env, flag, backend)
+        artifact = write_generation_artifact(
+            trainer.model, tokenizer, hps, env, flag, backend, lora=lora
+        )
         log.info("artifact written to %s", artifact)
     return encoder.TrainResult(metrics, step, (), resume, artifact)
+
+
+def with_lora(model: Any, hps: TrainingHyperparameters) -> tuple[Any, dict | None]:
+    """``model`` with LoRA adapters when ``lora_r > 0`` (and the settings the manifest
+    records), else ``model`` as it is and None."""
+    if not hps.lora_r:
+        return model, None
+    from smneuron.training.lora import apply_lora, lora_settings
+
+    model, targets = apply_lora(model, hps)
+    return model, lora_settings(hps, targets)
 
 
 def make_trainer(
@@ -253,15 +267,21 @@ def write_generation_artifact(
     flag: TerminationFlag,
     backend: str,
     task: str = "causal-lm",
+    lora: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Checkpoint + generation manifest, staged next to /opt/ml/model and moved in whole."""
+    """Checkpoint + generation manifest, staged next to /opt/ml/model and moved in whole.
+
+    A LoRA model (``lora``: its settings) is merged into its weights first, so the
+    checkpoint is a plain one; the manifest records ``lora`` in its task parameters.
+    """
     from smneuron.artifact.generation import write_generation_manifest
+    from smneuron.training.lora import merged
 
     paths = env.paths
     paths.base.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".model-staging-", dir=paths.base))
     try:
-        model = model.to("cpu").eval()
+        model = merged(model.to("cpu")).eval()
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         if hps.compile:
@@ -272,6 +292,7 @@ def write_generation_artifact(
                 batch_size=hps.batch_size,
                 prompt_lengths=hps.sequence_lengths,
                 max_total_length=hps.max_total_length or None,
+                extra={"lora": dict(lora)} if lora else None,
             )
         with flag.deferring():
             publish(staging, paths.model)

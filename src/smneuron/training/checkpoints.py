@@ -36,7 +36,13 @@ STAGING_DIR = ".staging"
 BROKEN_PREFIX = "broken-"
 TRAINER_STATE = "trainer_state.json"
 # Model weights: one of these files, or an index whose shards must all be there.
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# A LoRA run (lora_r > 0) saves its adapters only: adapter_model.*.
+WEIGHT_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "adapter_model.safetensors",
+    "adapter_model.bin",
+)
 WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 # Needed to continue the optimisation where it stopped (not just the weights).
 RESUME_FILES = ("optimizer.pt", "scheduler.pt")

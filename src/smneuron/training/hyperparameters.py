@@ -38,6 +38,7 @@ TASKS = (
 # Tasks that read text_pair_column (next-sentence-prediction: default "text_pair").
 PAIR_TASKS = ("text-classification", "next-sentence-prediction")
 DATA_FORMATS = ("auto", "csv", "jsonl", "parquet")
+LORA_TASKS = ("causal-lm", "seq2seq")  # the tasks that may train LoRA adapters (peft)
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,29 @@ class TrainingHyperparameters:
     group_by_length: bool = hp(
         True, "bool", "batch examples of similar length together (less padding, faster)"
     )
+    lora_r: int = hp(
+        0,
+        "int",
+        "causal-lm, seq2seq: rank of the LoRA adapters trained through peft instead of all "
+        "the weights (merged into the weights before the artifact is written); 0: no LoRA",
+        minimum=0,
+        maximum=1024,
+    )
+    lora_alpha: int = hp(
+        16,
+        "int",
+        "LoRA scaling: the adapters' output is multiplied by lora_alpha / lora_r",
+        minimum=1,
+    )
+    lora_dropout: float = hp(
+        0.05, "float", "dropout on the LoRA adapters' input in training", minimum=0.0, maximum=0.9
+    )
+    lora_target_modules: tuple[str, ...] = hp(
+        (),
+        "str_list",
+        "layers that get LoRA adapters, by the last part of their name (e.g. c_attn for GPT-2, "
+        "q,v for T5); empty: peft's default for the model type",
+    )
     # Logging and checkpoints
     logging_steps: int = hp(10, "int", "log train metrics every N steps", minimum=1)
     save_steps: int = hp(
@@ -261,6 +285,15 @@ def load(raw: Mapping[str, Any]) -> TrainingHyperparameters:
         raise ConfigurationError(f"labels: names repeat in {list(hps.labels)}")
     if hps.labels and len(hps.labels) < 2:
         raise ConfigurationError(f"labels: need at least 2 label names, got {list(hps.labels)}")
+    if hps.lora_r and hps.task not in LORA_TASKS:
+        raise ConfigurationError(
+            f"lora_r: LoRA is for tasks {', '.join(LORA_TASKS)}, not {hps.task}; set lora_r=0"
+        )
+    if hps.lora_target_modules and not hps.lora_r:
+        raise ConfigurationError(
+            "lora_target_modules: set but lora_r is 0 (no LoRA); set lora_r > 0 to train "
+            "adapters, or leave lora_target_modules empty"
+        )
     from smneuron.accelerator import check_cores_per_model
 
     check_cores_per_model(hps.cores_per_model)  # before training, not after it

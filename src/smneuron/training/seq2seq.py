@@ -20,7 +20,7 @@ from typing import Any
 from smneuron.env import remote_code_hint
 from smneuron.errors import ConfigurationError
 from smneuron.job import TrainingEnv
-from smneuron.training.causal import write_generation_artifact
+from smneuron.training.causal import with_lora, write_generation_artifact
 from smneuron.training.checkpoints import (
     TerminationFlag,
     checkpoint_callback,
@@ -160,6 +160,7 @@ def train_seq2seq(
     on_neuron = backend == "neuron"
     precompile_run = encoder._start_neuron_process() if on_neuron else False
     tokenizer, model = load_seq2seq(source, hps, trust_remote_code=env.trust_remote_code)
+    model, lora = with_lora(model, hps)
     with tempfile.TemporaryDirectory(prefix="smneuron-data-") as cache:
         pairs = load_pairs(env.channels, hps, Path(cache))
         tokenized = {name: tokenize_pairs(ds, tokenizer, hps) for name, ds in pairs.items()}
@@ -221,7 +222,7 @@ def train_seq2seq(
             )
         write_metrics(env.paths, metrics, step)
         artifact = write_generation_artifact(
-            trainer.model, tokenizer, hps, env, flag, backend, task="seq2seq"
+            trainer.model, tokenizer, hps, env, flag, backend, task="seq2seq", lora=lora
         )
         log.info("artifact written to %s", artifact)
     return encoder.TrainResult(metrics, step, (), resume, artifact)
