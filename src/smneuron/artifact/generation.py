@@ -160,7 +160,8 @@ def compile_generation(
 
     CPU: the manifest alone (the eager model runs within its limits). Neuron: optimum-neuron's
     export (``smneuron.neuron.generation``) for ``batch_size`` x ``max_total_length`` over
-    ``num_cores`` cores, its version recorded next to the Neuron stack's.
+    ``num_cores`` cores (seq2seq: one traced length for encoder and decoder, recorded as
+    ``task_parameters.sequence_length``), its version recorded next to the Neuron stack's.
     """
     buckets, total = plan_limits(prompt_lengths, max_total_length, config, task)
     if backend.name == "cpu":
@@ -172,23 +173,38 @@ def compile_generation(
             prompt_lengths=buckets,
             max_total_length=total,
         )
-    if task != "causal-lm":
-        raise ConfigurationError(
-            f"{task} has no Neuron export yet (optimum-neuron's NeuronModelForSeq2SeqLM is "
-            "not wired in); compile it with --backend cpu"
-        )
-    from smneuron.neuron.generation import ENGINE, export_causal_lm, optimum_neuron_version
+    from smneuron.neuron import generation as neuron
 
-    files = export_causal_lm(
-        checkpoint,
-        output,
-        batch_size=batch_size,
-        sequence_length=total,
-        num_cores=num_cores,
-        auto_cast_type=auto_cast_type,
-    )
+    extra: dict[str, Any] = {"num_cores": num_cores, "auto_cast_type": auto_cast_type}
+    if task == "causal-lm":
+        files = neuron.export_causal_lm(
+            checkpoint,
+            output,
+            batch_size=batch_size,
+            sequence_length=total,
+            num_cores=num_cores,
+            auto_cast_type=auto_cast_type,
+        )
+    else:
+        length = neuron.seq2seq_sequence_length(buckets[-1], total)
+        limit = max_positions(config)
+        if limit is not None and length > limit:
+            raise ConfigurationError(
+                f"seq2seq on Neuron traces one length for the encoder and the decoder: "
+                f"{length} (the largest bucket, or max_total_length + 1 for the decoder's "
+                f"start token) is above the model's {limit} positions; lower them"
+            )
+        files = neuron.export_seq2seq(
+            checkpoint,
+            output,
+            batch_size=batch_size,
+            sequence_length=length,
+            num_cores=num_cores,
+            auto_cast_type=auto_cast_type,
+        )
+        extra.update(sequence_length=length, num_beams=neuron.SEQ2SEQ_NUM_BEAMS)
     versions = dict(backend.versions())
-    found = optimum_neuron_version()
+    found = neuron.optimum_neuron_version()
     if found:
         versions["optimum_neuron"] = found
     return write_generation_manifest(
@@ -199,10 +215,10 @@ def compile_generation(
         prompt_lengths=buckets,
         max_total_length=total,
         backend="neuron",
-        engine=ENGINE,
+        engine=neuron.ENGINE,
         versions=versions,
         files=files,
         target=backend.target(),
         cores_per_model=num_cores,
-        extra={"num_cores": num_cores, "auto_cast_type": auto_cast_type},
+        extra=extra,
     )

@@ -141,12 +141,15 @@ class CompileHyperparameters:
         minimum=0,
     )
     num_cores: int = hp(
-        1, "int", "causal-lm on Neuron: NeuronCores per model (tensor parallelism)", minimum=1
+        1,
+        "int",
+        "causal-lm, seq2seq on Neuron: NeuronCores per model (tensor parallelism)",
+        minimum=1,
     )
     auto_cast_type: str = hp(
         "bf16",
         "str",
-        "causal-lm on Neuron: optimum-neuron cast type",
+        "causal-lm, seq2seq on Neuron: optimum-neuron cast type (seq2seq: matmuls cast; f32: none)",
         choices=("bf16", "fp16", "f32"),
     )
     audio_durations: tuple[float, ...] = hp(
@@ -209,8 +212,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="neuron: the instance family to compile for (no Neuron device needed)",
     )
-    parser.add_argument("--max-total-length", type=int, default=None, help="causal-lm only")
-    parser.add_argument("--num-cores", type=int, default=None, help="causal-lm on Neuron only")
+    parser.add_argument(
+        "--max-total-length", type=int, default=None, help="causal-lm, seq2seq only"
+    )
+    parser.add_argument(
+        "--num-cores", type=int, default=None, help="causal-lm, seq2seq on Neuron only"
+    )
     parser.add_argument("--auto-cast-type", choices=("bf16", "fp16", "f32"), default=None)
 
 

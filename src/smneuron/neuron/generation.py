@@ -1,10 +1,19 @@
-"""Decoder export for Inferentia2/Trainium with optimum-neuron (the only optimum-neuron user).
+"""Generation export for Inferentia2/Trainium with optimum-neuron (the only optimum-neuron user).
 
-``optimum.neuron.NeuronModelForCausalLM.from_pretrained(checkpoint, export=True, batch_size=,
-sequence_length=, num_cores=, auto_cast_type=)`` compiles the decoder for one batch size and
-one total length (its KV cache holds ``sequence_length`` positions per sequence) over
-``num_cores`` NeuronCores (tensor parallelism); ``save_pretrained`` writes the compiled model.
-Those are the artifact's static limits: ``batch_size``, ``max_total_length``, cores per model.
+Decoders: ``optimum.neuron.NeuronModelForCausalLM.from_pretrained(checkpoint, export=True,
+batch_size=, sequence_length=, num_cores=, auto_cast_type=)`` compiles the decoder for one
+batch size and one total length (its KV cache holds ``sequence_length`` positions per
+sequence) over ``num_cores`` NeuronCores (tensor parallelism). Those are the artifact's static
+limits: ``batch_size``, ``max_total_length``, cores per model.
+
+Encoder-decoders: ``optimum.neuron.NeuronModelForSeq2SeqLM.from_pretrained(checkpoint,
+export=True, batch_size=, sequence_length=, num_beams=, auto_cast=, auto_cast_type=,
+tensor_parallel_size=, dynamic_batch_size=False)`` traces an encoder and a decoder whose
+shapes share one ``sequence_length``: the encoder's input length and the decoder's KV cache
+(its start token included). So that length is the larger of the largest prompt bucket and
+``max_total_length`` + 1; ``num_beams`` is 1 (the server decodes each sequence on its own).
+
+``save_pretrained`` writes the compiled model into ``compiled/neuron`` in both cases.
 
 Nothing here has run on Neuron hardware yet; the tests run it against a fake
 ``optimum.neuron`` that records its calls and follows the real names and arguments.
@@ -25,19 +34,46 @@ NEURON_DIR = "compiled/neuron"  # the exported model, inside the artifact
 ENGINE = "optimum-neuron"
 AUTO_CAST_TYPES = ("bf16", "fp16", "f32")
 NO_OPTIMUM_NEURON = (
-    "this image has no optimum-neuron (optimum.neuron): exporting a causal-lm for Neuron needs "
+    "this image has no optimum-neuron (optimum.neuron): exporting a {task} for Neuron needs "
     "it; install optimum-neuron into the neuron training image at the version that matches its "
     "Neuron SDK (docs/compatibility.md), or compile for --backend cpu"
 )
 
 
-def import_causal_lm_class() -> Any:
-    """``optimum.neuron.NeuronModelForCausalLM`` or an ArtifactError naming what to install."""
+MODEL_CLASSES = {"causal-lm": "NeuronModelForCausalLM", "seq2seq": "NeuronModelForSeq2SeqLM"}
+SEQ2SEQ_NUM_BEAMS = 1
+
+
+def import_model_class(task: str) -> Any:
+    """optimum-neuron's model class for ``task`` or an ArtifactError naming what to install."""
     try:
-        from optimum.neuron import NeuronModelForCausalLM
-    except ImportError as err:
-        raise ArtifactError(NO_OPTIMUM_NEURON) from err
-    return NeuronModelForCausalLM
+        import optimum.neuron as optimum_neuron
+
+        return getattr(optimum_neuron, MODEL_CLASSES[task])
+    except (ImportError, AttributeError) as err:
+        raise ArtifactError(NO_OPTIMUM_NEURON.format(task=task)) from err
+
+
+def check_cast_type(auto_cast_type: str) -> None:
+    if auto_cast_type not in AUTO_CAST_TYPES:
+        raise ArtifactError(
+            f"auto_cast_type {auto_cast_type!r}: one of {', '.join(AUTO_CAST_TYPES)}"
+        )
+
+
+def seq2seq_sequence_length(largest_prompt: int, max_new_tokens: int) -> int:
+    """The one length an encoder-decoder is traced for: the encoder holds the largest prompt,
+    the decoder's cache the start token and ``max_new_tokens``."""
+    return max(largest_prompt, max_new_tokens + 1)
+
+
+def seq2seq_cast(auto_cast_type: str) -> dict[str, str | None]:
+    """optimum-neuron's traced-model cast arguments: matmuls cast to ``bf16``/``fp16``;
+    ``f32``: no cast at all (``auto_cast=None``)."""
+    check_cast_type(auto_cast_type)
+    if auto_cast_type == "f32":
+        return {"auto_cast": None, "auto_cast_type": None}
+    return {"auto_cast": "matmul", "auto_cast_type": auto_cast_type}
 
 
 def optimum_neuron_version() -> str | None:
@@ -58,11 +94,8 @@ def export_causal_lm(
     auto_cast_type: str,
 ) -> dict[str, str]:
     """Compile ``checkpoint`` into ``output/NEURON_DIR``; the files it wrote, by role."""
-    if auto_cast_type not in AUTO_CAST_TYPES:
-        raise ArtifactError(
-            f"auto_cast_type {auto_cast_type!r}: one of {', '.join(AUTO_CAST_TYPES)}"
-        )
-    model_class = import_causal_lm_class()
+    check_cast_type(auto_cast_type)
+    model_class = import_model_class("causal-lm")
     started = time.monotonic()
     model = model_class.from_pretrained(
         str(checkpoint),
@@ -80,6 +113,46 @@ def export_causal_lm(
         "auto_cast_type=%s in %.1fs",
         batch_size,
         sequence_length,
+        num_cores,
+        auto_cast_type,
+        time.monotonic() - started,
+    )
+    return {"checkpoint": ".", "neuron": NEURON_DIR}
+
+
+def export_seq2seq(
+    checkpoint: Path,
+    output: Path,
+    *,
+    batch_size: int,
+    sequence_length: int,
+    num_cores: int,
+    auto_cast_type: str,
+) -> dict[str, str]:
+    """Trace the encoder and decoder of ``checkpoint`` into ``output/NEURON_DIR`` (its
+    ``encoder/`` and ``decoder/``); the files it wrote, by role."""
+    cast = seq2seq_cast(auto_cast_type)
+    model_class = import_model_class("seq2seq")
+    started = time.monotonic()
+    model = model_class.from_pretrained(
+        str(checkpoint),
+        export=True,
+        batch_size=batch_size,
+        sequence_length=sequence_length,
+        num_beams=SEQ2SEQ_NUM_BEAMS,
+        tensor_parallel_size=num_cores,
+        dynamic_batch_size=False,
+        **cast,
+    )
+    target = output / NEURON_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(target))
+    log.info(
+        "exported seq2seq with optimum-neuron batch=%d sequence_length=%d num_beams=%d "
+        "tensor_parallel_size=%d auto_cast_type=%s in %.1fs",
+        batch_size,
+        sequence_length,
+        SEQ2SEQ_NUM_BEAMS,
         num_cores,
         auto_cast_type,
         time.monotonic() - started,

@@ -152,8 +152,8 @@ def train_seq2seq(
     source = encoder.resolve_model_source(hps, env.channels)
     if backend == "neuron" and hps.compile:
         raise ConfigurationError(
-            "seq2seq on Neuron has no artifact export yet: train with compile=false and serve "
-            "the checkpoint compiled with `smneuron compile --backend cpu`"
+            "seq2seq on Neuron: train with compile=false, then export the checkpoint with "
+            "`smneuron compile --backend neuron` (optimum-neuron)"
         )
     encoder._quiet_datasets()
     encoder._quiet_transformers()

@@ -1,6 +1,9 @@
 """A fake ``optimum.neuron`` that records calls; its names and arguments follow the real
 ``NeuronModelForCausalLM`` (``from_pretrained(model_id, export=True, batch_size=,
-sequence_length=, num_cores=, auto_cast_type=)`` then ``save_pretrained(directory)``)."""
+sequence_length=, num_cores=, auto_cast_type=)`` then ``save_pretrained(directory)``) and
+``NeuronModelForSeq2SeqLM`` (``from_pretrained(model_id, export=True, batch_size=,
+sequence_length=, num_beams=, auto_cast=, auto_cast_type=, tensor_parallel_size=,
+dynamic_batch_size=)``, whose ``save_pretrained`` writes an ``encoder/`` and a ``decoder/``)."""
 
 from __future__ import annotations
 
@@ -48,3 +51,48 @@ class NeuronModelForCausalLM:
         target = Path(save_directory)
         target.mkdir(parents=True, exist_ok=True)
         (target / "config.json").write_text(json.dumps({"neuron": self.shapes}))
+
+
+class NeuronModelForSeq2SeqLM:
+    def __init__(self, model_id: str, shapes: dict) -> None:
+        self.model_id = model_id
+        self.shapes = shapes
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_id: str,
+        *,
+        export: bool = False,
+        batch_size: int | None = None,
+        sequence_length: int | None = None,
+        num_beams: int | None = None,
+        auto_cast: str | None = "matmul",
+        auto_cast_type: str | None = "bf16",
+        tensor_parallel_size: int | None = 1,
+        dynamic_batch_size: bool = False,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> NeuronModelForSeq2SeqLM:
+        if export and None in (batch_size, sequence_length, num_beams):
+            # The real export names the missing mandatory axis the same way.
+            raise AttributeError("batch_size, sequence_length and num_beams are mandatory")
+        shapes = {
+            "export": export,
+            "batch_size": batch_size,
+            "sequence_length": sequence_length,
+            "num_beams": num_beams,
+            "auto_cast": auto_cast,
+            "auto_cast_type": None if auto_cast is None else auto_cast_type,
+            "tensor_parallel_size": tensor_parallel_size,
+            "dynamic_batch_size": dynamic_batch_size,
+        }
+        _record({"call": "from_pretrained", "class": cls.__name__, "model_id": model_id, **shapes})
+        return cls(model_id, shapes)
+
+    def save_pretrained(self, save_directory: str) -> None:
+        _record({"call": "save_pretrained", "save_directory": save_directory})
+        for part in ("encoder", "decoder"):
+            target = Path(save_directory) / part
+            target.mkdir(parents=True, exist_ok=True)
+            (target / "config.json").write_text(json.dumps({"neuron": self.shapes}))
