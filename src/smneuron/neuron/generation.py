@@ -15,6 +15,12 @@ shapes share one ``sequence_length``: the encoder's input length and the decoder
 
 ``save_pretrained`` writes the compiled model into ``compiled/neuron`` in both cases.
 
+Serving (causal-lm): ``NeuronModelForCausalLM.from_pretrained(compiled/neuron)`` loads the
+compiled decoder, and ``generate(input_ids, attention_mask=, max_new_tokens=, do_sample=, ...,
+stopping_criteria=)`` runs one static batch of exactly the compiled batch size. The stopping
+criterion is called once per new token of the batch: that is where the server takes each
+token (streaming it, applying stop strings, deadlines and cancellations per sequence).
+
 Nothing here has run on Neuron hardware yet; the tests run it against a fake
 ``optimum.neuron`` that records its calls and follows the real names and arguments.
 """
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +165,55 @@ def export_seq2seq(
         time.monotonic() - started,
     )
     return {"checkpoint": ".", "neuron": NEURON_DIR}
+
+
+# --------------------------------------------------------------------------------------------
+# Serving
+
+
+def load_causal_lm(compiled: Path) -> Any:
+    """The compiled decoder in ``compiled`` (an artifact's ``compiled/neuron``)."""
+    model_class = import_model_class("causal-lm")
+    started = time.monotonic()
+    try:
+        model = model_class.from_pretrained(str(compiled))
+    except (OSError, ValueError) as err:
+        raise ArtifactError(f"cannot load the Neuron causal-lm from {compiled}: {err}") from err
+    log.info("loaded the Neuron causal-lm from %s in %.1fs", compiled, time.monotonic() - started)
+    return model
+
+
+def generate_static(
+    model: Any,
+    ids: Any,
+    mask: Any,
+    *,
+    max_new_tokens: int,
+    sampling: Mapping[str, Any],
+    pad_token_id: int,
+    eos_token_ids: list[int],
+    on_tokens: Callable[[list[int]], list[bool]],
+) -> None:
+    """One ``generate`` over the whole static batch (``ids``/``mask``: [batch, bucket]).
+
+    ``on_tokens`` gets each step's new token of every row and answers which rows are done;
+    generation ends when all are (or after ``max_new_tokens``). ``sampling``: ``do_sample``
+    and, when sampling, ``temperature``/``top_k``/``top_p``.
+    """
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class EachToken(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            done = on_tokens([int(token) for token in input_ids[:, -1]])
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    model.generate(
+        ids,
+        attention_mask=mask,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=pad_token_id,
+        eos_token_id=eos_token_ids or None,
+        stopping_criteria=StoppingCriteriaList([EachToken()]),
+        **sampling,
+    )

@@ -414,6 +414,90 @@ def run_loop(
     return [state.outcome() for state in states]
 
 
+class NeuronCausal:
+    """A causal LM compiled by optimum-neuron (``smneuron.neuron.generation``): a loop is one
+    ``generate`` over the compiled batch, whose sampling options all its sequences share.
+
+    Prompts are padded on the left as for the eager decoder. Its compiled sampler takes no
+    logits processors, so ``repetition_penalty`` is refused (400).
+    """
+
+    causal = True
+    start_id = 0
+    repetition_penalty = False
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def pad(self, row: list[int], bucket: int, pad_id: int) -> tuple[list[int], list[int]]:
+        fill = bucket - len(row)
+        return [pad_id] * fill + row, [0] * fill + [1] * len(row)
+
+
+def sampling_arguments(options: Options) -> dict[str, Any]:
+    """``generate``'s sampling arguments for a loop's shared options."""
+    if not options.do_sample:
+        return {"do_sample": False}
+    return {
+        "do_sample": True,
+        "temperature": options.temperature,
+        "top_k": options.top_k,
+        "top_p": options.top_p,
+    }
+
+
+def run_generate(
+    decoder: NeuronCausal,
+    tokenizer: Any,
+    seqs: Sequence[Prompt],
+    *,
+    batch_size: int,
+    bucket: int,
+    pad_id: int,
+    eos: set[int],
+) -> list[Outcome]:
+    """``run_loop`` for a compiled decoder: one ``generate`` of ``batch_size`` rows whose
+    every new token goes through each sequence's own bookkeeping (stop strings, its length,
+    its stream, its cancel flag and deadline). ``seqs`` share their sampling options."""
+    import torch
+
+    from smneuron.neuron.generation import generate_static
+
+    states = [_State(seq, tokenizer, decoder) for seq in seqs]
+    rows = [seq.ids for seq in seqs] + [[pad_id]] * (batch_size - len(seqs))
+    padded = [decoder.pad(list(row), bucket, pad_id) for row in rows]
+    ids = torch.tensor([row for row, _ in padded], dtype=torch.long)
+    mask = torch.tensor([row_mask for _, row_mask in padded], dtype=torch.long)
+    options = seqs[0].options
+    if options.do_sample and options.seed is not None:
+        torch.manual_seed(options.seed)  # the loop's sampler: seeds never share a loop
+
+    def on_tokens(tokens: list[int]) -> list[bool]:
+        now = time.monotonic()
+        for state, token in zip(states, tokens, strict=False):
+            if state.reason is not None:
+                continue
+            if state.seq.cancelled.is_set():
+                state.reason = "cancelled"
+            elif state.seq.deadline is not None and now >= state.seq.deadline:
+                state.reason = "deadline"
+            else:
+                state.add(token, eos)
+        return [state.reason is not None for state in states] + [True] * (len(tokens) - len(states))
+
+    generate_static(
+        decoder.model,
+        ids,
+        mask,
+        max_new_tokens=max(seq.max_new_tokens for seq in seqs),
+        sampling=sampling_arguments(options),
+        pad_token_id=pad_id,
+        eos_token_ids=sorted(eos),
+        on_tokens=on_tokens,
+    )
+    return [state.outcome() for state in states]
+
+
 # --------------------------------------------------------------------------------------------
 # The model
 
@@ -432,7 +516,7 @@ class GenerationModel:
         self,
         manifest: Manifest,
         tokenizer: Any,
-        decoder: Decoder | EncoderDecoder,
+        decoder: Decoder | EncoderDecoder | NeuronCausal,
         *,
         eos: set[int],
         max_delay_s: float = 0.0,
@@ -476,6 +560,13 @@ class GenerationModel:
             )
         largest = self.manifest.sequence_lengths[-1]
         causal = self.decoder.causal
+        if options.repetition_penalty != 1.0 and not getattr(
+            self.decoder, "repetition_penalty", True
+        ):
+            raise ClientError(
+                '"repetition_penalty" is not supported by this Neuron artifact (its compiled '
+                "sampler takes no logits processors); leave it at 1.0"
+            )
         seqs = []
         for text in texts:
             if len(text) > self.limits.max_text_chars:
@@ -533,7 +624,8 @@ class GenerationModel:
             deadline = started + self.limits.deadline_s
         seqs = self._sequences(texts, options, deadline)
         tokenized = time.monotonic()
-        futures = self.batcher.submit_many([(_KEY, seq) for seq in seqs], deadline)
+        key = self.loop_key(options)
+        futures = self.batcher.submit_many([(key, seq) for seq in seqs], deadline)
         try:
             outputs = self.batcher.wait(futures, deadline)
         except DeadlineExceeded:
@@ -578,7 +670,7 @@ class GenerationModel:
         tokens: queue.Queue[Token] = queue.Queue()
         (seq,) = self._sequences(texts, options, deadline)
         seq.sink = tokens.put
-        (future,) = self.batcher.submit_many([(_KEY, seq)], deadline)
+        (future,) = self.batcher.submit_many([(self.loop_key(options), seq)], deadline)
         return self._events(seq, tokens, future, options)
 
     def _events(
@@ -621,13 +713,22 @@ class GenerationModel:
         finally:
             seq.cancelled.set()  # a no-op once finished; stops the sequence of a gone client
 
+    def loop_key(self, options: Options) -> Any:
+        """Which requests may share a loop: any (the eager loop samples per sequence), or,
+        on a compiled decoder, those with the same sampling options and seed."""
+        if not isinstance(self.decoder, NeuronCausal):
+            return _KEY
+        seed = options.seed if options.do_sample else None
+        return (_KEY, *sampling_arguments(options).values(), seed)
+
     # -- the batcher thread ----------------------------------------------------------------
 
-    def _run(self, key: str, seqs: list[Prompt]) -> Run:
+    def _run(self, key: Any, seqs: list[Prompt]) -> Run:
         longest = max(len(seq.ids) for seq in seqs)
         bucket = choose_bucket(longest, self.manifest.sequence_lengths, "reject")
-        outcomes = run_loop(
-            self.decoder,
+        loop = run_generate if isinstance(self.decoder, NeuronCausal) else run_loop
+        outcomes = loop(
+            self.decoder,  # type: ignore[arg-type]
             self.tokenizer,
             seqs,
             batch_size=self.manifest.batch_size,
@@ -660,7 +761,8 @@ class GenerationModel:
                 Prompt("", [self.pad_id] * bucket, WARM_UP_NEW_TOKENS, Options())
                 for _ in range(self.manifest.batch_size)
             ]
-            futures = self.batcher.submit_many([(_KEY, seq) for seq in seqs])
+            key = self.loop_key(Options())
+            futures = self.batcher.submit_many([(key, seq) for seq in seqs])
             self.batcher.wait(futures, started + 1800.0)
             log.info(
                 "warm-up generation batch=%d bucket=%d in %.1f ms",
@@ -712,7 +814,8 @@ def load_generation(
     started = time.monotonic()
     manifest = read_manifest(model_dir)
     check_compatible(manifest, backend.name, backend.versions())
-    if backend.name != "cpu":
+    compiled = manifest.files.get("neuron")
+    if backend.name != "cpu" and (manifest.task != "causal-lm" or not compiled):
         raise ArtifactError(
             f"serving {manifest.task} on the {backend.name} backend is not implemented yet; "
             "serve the CPU artifact (`smneuron compile --backend cpu`)"
@@ -721,27 +824,39 @@ def load_generation(
         raise ArtifactError(f"manifest.json of a {manifest.task} artifact lacks generation limits")
     causal = manifest.task == "causal-lm"
     auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModelForSeq2SeqLM
+    options = {"local_files_only": True, "trust_remote_code": trust_remote_code}
+    decoder: Decoder | EncoderDecoder | NeuronCausal
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(
-            str(model_dir), local_files_only=True, trust_remote_code=trust_remote_code
-        )
-        model = auto.from_pretrained(
-            str(model_dir), local_files_only=True, trust_remote_code=trust_remote_code
-        )
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir), **options)
+        if backend.name != "cpu":
+            from smneuron.neuron.generation import load_causal_lm
+
+            decoder = NeuronCausal(load_causal_lm(model_dir / str(compiled)))
+            config = transformers.AutoConfig.from_pretrained(str(model_dir), **options).to_dict()
+            try:
+                generation = transformers.GenerationConfig.from_pretrained(
+                    str(model_dir), local_files_only=True
+                ).to_dict()
+            except OSError:  # a checkpoint saved without generation_config.json
+                generation = {}
+        else:
+            model = auto.from_pretrained(str(model_dir), **options)
+            generation_config = getattr(model, "generation_config", None)
+            generation = generation_config.to_dict() if generation_config else {}
+            config = model.config.to_dict()
+            decoder = Decoder(model)
+            if not causal:
+                start = generation.get(
+                    "decoder_start_token_id", config.get("decoder_start_token_id")
+                )
+                if not isinstance(start, int):
+                    raise ArtifactError("the seq2seq model's config has no decoder_start_token_id")
+                decoder = EncoderDecoder(model, start)
     except (OSError, ValueError) as err:
         raise ArtifactError(
             f"cannot load the {manifest.task} model from {model_dir}: {remote_code_hint(err)}"
         ) from err
-    generation_config = getattr(model, "generation_config", None)
-    generation = generation_config.to_dict() if generation_config else {}
-    config = model.config.to_dict()
     eos = eos_ids(config, generation)
-    decoder: Decoder | EncoderDecoder = Decoder(model)
-    if not causal:
-        start = generation.get("decoder_start_token_id", config.get("decoder_start_token_id"))
-        if not isinstance(start, int):
-            raise ArtifactError("the seq2seq model's config has no decoder_start_token_id")
-        decoder = EncoderDecoder(model, start)
     log.info(
         "loaded generation artifact batch=%d prompt buckets=%s max_total_length=%s in %.1fs",
         manifest.batch_size,

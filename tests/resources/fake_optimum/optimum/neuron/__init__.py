@@ -1,6 +1,7 @@
 """A fake ``optimum.neuron`` that records calls; its names and arguments follow the real
 ``NeuronModelForCausalLM`` (``from_pretrained(model_id, export=True, batch_size=,
-sequence_length=, num_cores=, auto_cast_type=)`` then ``save_pretrained(directory)``) and
+sequence_length=, num_cores=, auto_cast_type=)`` then ``save_pretrained(directory)``;
+``from_pretrained(directory)`` then ``generate(input_ids, attention_mask=, **kwargs)``) and
 ``NeuronModelForSeq2SeqLM`` (``from_pretrained(model_id, export=True, batch_size=,
 sequence_length=, num_beams=, auto_cast=, auto_cast_type=, tensor_parallel_size=,
 dynamic_batch_size=)``, whose ``save_pretrained`` writes an ``encoder/`` and a ``decoder/``)."""
@@ -21,9 +22,14 @@ def _record(call: dict) -> None:
 
 
 class NeuronModelForCausalLM:
-    def __init__(self, model_id: str, shapes: dict) -> None:
+    """Export: the eager checkpoint is "compiled" by saving it with the neuron shapes in its
+    config.json. Load: the saved model comes back, and ``generate`` checks the static shapes
+    as the real one does, records the call, then runs the eager Hugging Face ``generate``."""
+
+    def __init__(self, model_id: str, shapes: dict, model=None) -> None:
         self.model_id = model_id
         self.shapes = shapes
+        self.model = model
 
     @classmethod
     def from_pretrained(
@@ -36,6 +42,13 @@ class NeuronModelForCausalLM:
         num_cores: int | None = None,
         auto_cast_type: str | None = None,
     ) -> NeuronModelForCausalLM:
+        import transformers
+
+        if not export:
+            config = json.loads((Path(model_id) / "config.json").read_text())
+            _record({"call": "from_pretrained", "model_id": model_id, "export": False})
+            model = transformers.AutoModelForCausalLM.from_pretrained(model_id).eval()
+            return cls(model_id, config["neuron"], model)
         shapes = {
             "export": export,
             "batch_size": batch_size,
@@ -44,13 +57,50 @@ class NeuronModelForCausalLM:
             "auto_cast_type": auto_cast_type,
         }
         _record({"call": "from_pretrained", "model_id": model_id, **shapes})
-        return cls(model_id, shapes)
+        model = transformers.AutoModelForCausalLM.from_pretrained(model_id).eval()
+        return cls(model_id, shapes, model)
 
     def save_pretrained(self, save_directory: str) -> None:
         _record({"call": "save_pretrained", "save_directory": save_directory})
         target = Path(save_directory)
         target.mkdir(parents=True, exist_ok=True)
-        (target / "config.json").write_text(json.dumps({"neuron": self.shapes}))
+        self.model.save_pretrained(target)
+        config = json.loads((target / "config.json").read_text())
+        (target / "config.json").write_text(json.dumps({**config, "neuron": self.shapes}))
+
+    def generate(self, input_ids, attention_mask=None, generation_config=None, **kwargs):
+        import torch
+
+        batch, length = input_ids.shape
+        if length > self.shapes["sequence_length"]:
+            raise ValueError(
+                f"The input sequence length ({length}) exceeds the model static sequence "
+                f"length ({self.shapes['sequence_length']})"
+            )
+        if batch > self.shapes["batch_size"]:
+            raise ValueError(
+                f"The specified batch_size ({batch}) exceeds the model static batch size "
+                f"({self.shapes['batch_size']})"
+            )
+        simple = (bool, int, float, str, type(None))
+        _record(
+            {
+                "call": "generate",
+                "batch_size": batch,
+                "input_length": length,
+                "kwargs": {
+                    key: value if isinstance(value, simple) else type(value).__name__
+                    for key, value in sorted(kwargs.items())
+                },
+            }
+        )
+        with torch.no_grad():
+            return self.model.generate(
+                input_ids,
+                attention_mask=attention_mask,
+                generation_config=generation_config,
+                **kwargs,
+            )
 
 
 class NeuronModelForSeq2SeqLM:
