@@ -56,7 +56,6 @@ SERVERS = {
     "ours-mms": "ours, MMS",
     "ours-gunicorn": "ours, gunicorn",
     "ours-gunicorn-1x": "ours, gunicorn, 1 worker × all CPUs' threads",
-    "ours-gunicorn-nx1": "ours, gunicorn, 1 worker per CPU × 1 thread",
 }
 
 
@@ -65,10 +64,8 @@ def layout_settings(name: str) -> dict[str, str]:
     against each other (docs/serving.md, "Workers, threads and CPUs")."""
     from smneuron.env import ENV
 
-    if name == "ours-gunicorn-1x":
-        return {ENV.MODEL_SERVER_WORKERS: "1"}
-    if name == "ours-gunicorn-nx1":
-        return {ENV.MODEL_SERVER_WORKERS: str(len(os.sched_getaffinity(0))), ENV.TORCH_THREADS: "1"}
+    if name == "ours-gunicorn-1x":  # the default is one worker per CPU × 1 thread
+        return {ENV.MODEL_SERVER_WORKERS: "1", ENV.TORCH_THREADS: str(len(os.sched_getaffinity(0)))}
     return {}
 
 

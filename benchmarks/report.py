@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-OURS = ("ours-mms", "ours-gunicorn", "ours-gunicorn-1x", "ours-gunicorn-nx1")
+OURS = ("ours-mms", "ours-gunicorn", "ours-gunicorn-1x")
 TOOLKIT = "toolkit"
 # /ping 200 -> first answer: more than this means /ping said ready while the model was not
 # (a warm answer takes tens of milliseconds; this leaves room for one slow first forward).

@@ -207,7 +207,8 @@ VARIABLES: dict[str, Variable] = _variables(
     Variable(
         ENV.MODEL_SERVER_WORKERS, "int", None,
         "Worker processes. Neuron: at most visible NeuronCores ÷ `cores_per_model` (the "
-        "default); CPU: 1 by default, at most the CPUs the container may use.",
+        "default); CPU: one per CPU the container may use by default (CPUs ÷ "
+        "`SMNEURON_TORCH_THREADS` when only that is set), at most those CPUs.",
         "serving", "serve", "2", shown_default="derived",
     ),
     Variable(
@@ -247,8 +248,8 @@ VARIABLES: dict[str, Variable] = _variables(
         ENV.TORCH_THREADS, "int", None,
         "CPU backend: torch intra-op threads per worker (`torch.set_num_threads`, "
         "`OMP_NUM_THREADS`). Default: the CPUs the container may use (cgroup quota and CPU "
-        "affinity, not the host's count) ÷ workers; workers × threads above those CPUs is "
-        "refused at start.",
+        "affinity, not the host's count) ÷ workers, so 1 with the default workers; workers × "
+        "threads above those CPUs is refused at start.",
         "serving", "serve (cpu)", "2", minimum=1, shown_default="CPUs ÷ workers",
     ),
     Variable(

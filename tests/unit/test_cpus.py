@@ -95,12 +95,15 @@ def test_garbage_in_cpu_max_is_ignored(tmp_path):
 @pytest.mark.parametrize(
     ("cpus", "asked", "planned"),
     [
-        (2, {}, (1, 2)),
-        (16, {}, (1, 16)),
+        (2, {}, (2, 1)),
+        (16, {}, (16, 1)),
         (8, {"workers": 2}, (2, 4)),
         (8, {"workers": 3}, (3, 2)),
         (1, {}, (1, 1)),
         (8, {"workers": 2, "torch_threads": 3}, (2, 3)),
+        (2, {"workers": 1}, (1, 2)),
+        (8, {"torch_threads": 4}, (2, 4)),
+        (2, {"torch_threads": 2}, (1, 2)),
     ],
 )
 def test_workers_times_threads_fit_the_cpus(cpus, asked, planned):
@@ -138,8 +141,8 @@ def test_serve_layout_from_a_fake_cgroup(tmp_path, monkeypatch):
     monkeypatch.setattr("os.cpu_count", lambda: 128)
     monkeypatch.setattr("smneuron.cpus.cpu_limit", lambda: real(root, proc, affinity=lambda: 128))
     layout = plan_layout(ServingSettings(paths=Paths(tmp_path)), "cpu", None)
+    assert (layout.workers, layout.torch_threads) == (3, 1)  # one per CPU of the quota
+    layout = plan_layout(ServingSettings(paths=Paths(tmp_path), workers=1), "cpu", None)
     assert (layout.workers, layout.torch_threads) == (1, 3)
-    layout = plan_layout(ServingSettings(paths=Paths(tmp_path), workers=3), "cpu", None)
-    assert (layout.workers, layout.torch_threads) == (3, 1)
     with pytest.raises(ConfigurationError, match="may use 3"):
         plan_layout(ServingSettings(paths=Paths(tmp_path), workers=4), "cpu", None)

@@ -59,10 +59,15 @@ def cpu_plan(
 ) -> CpuPlan:
     """Workers and threads on ``cpus`` CPUs so that workers × torch threads ≤ ``cpus``.
 
-    Defaults: 1 worker (its dynamic batcher fills the cores with one batched forward at a
-    time, and one copy of the model), torch threads = ``cpus`` ÷ workers, HTTP threads from
-    ``http_threads``. Asked-for values are kept, but a layout that needs more CPUs than there
-    are is refused with the numbers (threads above the quota are throttled, not run).
+    Defaults: one worker per CPU with 1 torch thread each (``cpus`` ÷ the asked torch threads
+    when only those are given), torch threads = ``cpus`` ÷ workers, HTTP threads from
+    ``http_threads``. Measured on 2 CPUs (docs/serving.md, "Workers, threads and CPUs"):
+    independent single-threaded forwards serve more requests per second at every load above
+    one client than one worker's batched forward over both cores (a CPU forward gains little
+    from batching, and two intra-op threads scale 1.5× at best); one worker with every thread
+    answers a lone client faster and holds one copy of the model. Asked-for values are kept,
+    but a layout that needs more CPUs than there are is refused with the numbers (threads
+    above the quota are throttled, not run).
 
     Raises:
         ConfigurationError: a value below 1, or workers × torch threads above ``cpus``.
@@ -74,7 +79,7 @@ def cpu_plan(
     ):
         if value is not None and value < 1:
             raise ConfigurationError(f"{name} must be ≥ 1, got {value}")
-    count = workers or 1
+    count = workers or max(1, cpus // (torch_threads or 1))
     if count > cpus:
         raise ConfigurationError(
             f"{ENV.MODEL_SERVER_WORKERS}={count} workers need at least {count} CPUs, but this "

@@ -45,7 +45,7 @@ def test_cpu_layout_from_settings(tmp_path):
     assert (layout.workers, layout.core_ranges, layout.http_threads) == (2, (), 8)
     assert layout.torch_threads == 4
     default = plan_layout(settings(tmp_path), "cpu", manifest(batch=4), cpus=2)
-    assert (default.workers, default.torch_threads, default.http_threads) == (1, 2, 8)
+    assert (default.workers, default.torch_threads, default.http_threads) == (2, 1, 8)
 
 
 def test_layout_roundtrip_and_slots(tmp_path):
