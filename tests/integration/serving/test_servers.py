@@ -95,9 +95,11 @@ def test_large_response_is_not_cut_off(server):
 
 
 def test_execution_parameters_follow_settings(server):
+    from smneuron.cpus import available_cpus
+
     data = requests.get(server.url + "/execution-parameters", timeout=5).json()
     assert data == {
-        "MaxConcurrentTransforms": 1,
+        "MaxConcurrentTransforms": available_cpus(),  # the workers: one per CPU by default
         "BatchStrategy": "MULTI_RECORD",
         "MaxPayloadInMB": 6,
     }
