@@ -13,7 +13,7 @@ SYNCED := $(VENV)/.synced
 LINTED := src tests handlers scripts examples benchmarks
 
 .PHONY: setup venv lint format docs test test-unit test-integration test-docker engine demo \
-	demo-host images push bench fuzz soak clean
+	demo-host images push bench profile fuzz soak clean
 
 $(SYNCED): pyproject.toml constraints/cpu.txt constraints/dev.txt
 	@test -x $(PYTHON) || $(BOOTSTRAP_PYTHON) -m venv $(VENV)
@@ -58,6 +58,9 @@ push: venv  ## push both images to ECR (AWS_DEFAULT_REGION; SMNEURON_REGISTRY ov
 
 bench: venv engine  ## ours vs the HF toolkit side by side -> docs/benchmarks/ (BENCH_QUICK=1: short)
 	$(PYTHON) benchmarks/bench.py $(BENCH_ARGS)
+
+profile: venv  ## py-spy over an in-process serving worker at c=16 -> docs/benchmarks/profile.md
+	$(PYTHON) benchmarks/hotpath.py $(PROFILE_ARGS)
 
 DURATION ?= 600
 CONCURRENCY ?= 32

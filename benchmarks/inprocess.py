@@ -100,7 +100,12 @@ class _RuntimeSender:
 
 
 def time_handler(
-    model_dir: Path, levels: list[int], max_requests: int, seconds: float, warm_up_s: float
+    model_dir: Path,
+    levels: list[int],
+    max_requests: int,
+    seconds: float,
+    warm_up_s: float,
+    ready_file: Path | None = None,
 ) -> list[dict[str, Any]]:
     from smneuron.serving.runtime import WorkerRuntime
     from smneuron.serving.settings import ServingSettings
@@ -112,6 +117,8 @@ def time_handler(
     runtime = WorkerRuntime(settings, None)
     runtime.load()
     payloads = bodies(message_mix())
+    if ready_file is not None:  # make profile: sampling starts once the model is loaded
+        ready_file.write_text(str(os.getpid()))
     results = []
     for level in levels:
         result = closed_loop(
@@ -134,19 +141,22 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--warm-up", type=float, default=1.5)
     parser.add_argument("--graph-seconds", type=float, default=0.6)
+    parser.add_argument("--skip-graphs", action="store_true", help="the handler part only")
+    parser.add_argument("--ready-file", type=Path, help="written once the model is loaded")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import torch
 
     figures = {
         "torch_threads": torch.get_num_threads(),
-        "graphs": time_graphs(args.artifact, args.graph_seconds),
+        "graphs": [] if args.skip_graphs else time_graphs(args.artifact, args.graph_seconds),
         "handler": time_handler(
             args.artifact,
             [int(x) for x in args.concurrency.split(",")],
             args.requests,
             args.seconds,
             args.warm_up,
+            args.ready_file,
         ),
     }
     print(json.dumps(figures))

@@ -469,6 +469,9 @@ def markdown(results: dict[str, Any]) -> str:
         "forward on its static shape; the same message mix through `WorkerRuntime.invoke` "
         "by closed-loop threads. Training (benchmarks/training.py): the Trainer's "
         "train_samples_per_second of `train` and of benchmarks/plain_trainer.py, alternating.",
+        "- Where a worker's time goes (why a target is missed): [profile.md](profile.md), "
+        "written by `make profile` (benchmarks/hotpath.py: py-spy sampling the in-process "
+        "worker at c=16; forward, tokenizer, codecs, batcher shares).",
         "",
     ]
     errors = results.get("errors") or {}

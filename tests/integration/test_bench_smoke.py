@@ -100,3 +100,33 @@ def test_concurrent_in_process_invocations_all_succeed(tmp_path):
     figures = in_process(tmp_path, "8")
     (level,) = figures["handler"]
     assert level["requests"] > 0 and level["errors"] == 0, level["error_samples"]
+
+
+def test_make_profile_samples_a_serving_worker_and_splits_its_time(tmp_path):
+    """benchmarks/hotpath.py with real py-spy over the tiny artifact: profile.md names each
+    category, the shares add up, and the compiled graph's forward is among them."""
+    import hotpath  # benchmarks/ is on sys.path (above)
+
+    artifact = build_artifact(tmp_path / "model", "text-classification")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "hotpath.py"), "--artifact", str(artifact)]
+        + ["--seconds", "2", "--concurrency", "4", "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    stacks = hotpath.read_collapsed((out / "profile.txt").read_text())
+    summary = hotpath.summarise(stacks)
+    assert summary["samples"] > 20
+    shares = {name: share for name, _, share in summary["shares"]}
+    assert abs(sum(shares.values()) - 1.0) < 1e-9
+    assert shares["forward"] > 0.05  # the graphs ran while sampled
+    report = (out / "profile.md").read_text()
+    for name in ("forward", "tokenize", "codecs", "batcher", "other"):
+        assert f"| {name} |" in report
