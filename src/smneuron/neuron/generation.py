@@ -21,6 +21,15 @@ stopping_criteria=)`` runs one static batch of exactly the compiled batch size. 
 criterion is called once per new token of the batch: that is where the server takes each
 token (streaming it, applying stop strings, deadlines and cancellations per sequence).
 
+Serving (seq2seq): ``NeuronModelForSeq2SeqLM.from_pretrained(compiled/neuron)`` loads the traced
+encoder and decoder; ``generate(input_ids, attention_mask=, generation_config=,
+stopping_criteria=, max_new_tokens=, do_sample=)`` takes inputs of at most the exported batch
+size and ``sequence_length`` (it pads smaller ones on the right; the server passes exactly
+those shapes). It forwards ``max_new_tokens``/``max_length``/``do_sample`` from its keyword
+arguments and drops the rest, so the pad and end tokens travel in ``generation_config``. Its
+traced decoder picks each next token inside the graph (it returns the next tokens, not only
+logits), so only greedy decoding is served: no sampling, no logits processors.
+
 Nothing here has run on Neuron hardware yet; the tests run it against a fake
 ``optimum.neuron`` that records its calls and follows the real names and arguments.
 """
@@ -216,4 +225,53 @@ def generate_static(
         eos_token_id=eos_token_ids or None,
         stopping_criteria=StoppingCriteriaList([EachToken()]),
         **sampling,
+    )
+
+
+def load_seq2seq(compiled: Path) -> Any:
+    """The traced encoder-decoder in ``compiled`` (its ``encoder/`` and ``decoder/``)."""
+    model_class = import_model_class("seq2seq")
+    started = time.monotonic()
+    try:
+        model = model_class.from_pretrained(str(compiled))
+    except (OSError, ValueError) as err:
+        raise ArtifactError(f"cannot load the Neuron seq2seq from {compiled}: {err}") from err
+    log.info("loaded the Neuron seq2seq from %s in %.1fs", compiled, time.monotonic() - started)
+    return model
+
+
+def generate_seq2seq(
+    model: Any,
+    ids: Any,
+    mask: Any,
+    *,
+    max_new_tokens: int,
+    pad_token_id: int,
+    eos_token_ids: list[int],
+    on_tokens: Callable[[list[int]], list[bool]],
+) -> None:
+    """One greedy ``generate`` over the static batch (``ids``/``mask``: [batch, the exported
+    sequence_length], padded on the right); ``on_tokens`` as for ``generate_static``."""
+    import copy
+
+    import torch
+    from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+
+    class EachToken(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            done = on_tokens([int(token) for token in input_ids[:, -1]])
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    base = getattr(model, "generation_config", None)
+    config = copy.deepcopy(base) if base is not None else GenerationConfig()
+    # generate drops pad/eos keyword arguments: they go in the generation config.
+    config.pad_token_id = pad_token_id
+    config.eos_token_id = eos_token_ids or None
+    model.generate(
+        ids,
+        attention_mask=mask,
+        generation_config=config,
+        stopping_criteria=StoppingCriteriaList([EachToken()]),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
     )

@@ -434,6 +434,29 @@ class NeuronCausal:
         return [pad_id] * fill + row, [0] * fill + [1] * len(row)
 
 
+class NeuronSeq2Seq:
+    """An encoder-decoder traced by optimum-neuron: a loop is one greedy ``generate`` over the
+    compiled batch, every prompt padded on the right to the one ``sequence_length`` the encoder
+    was traced for. Its traced decoder picks the next token in the graph, so ``do_sample`` and
+    ``repetition_penalty`` are refused (400)."""
+
+    causal = False
+    repetition_penalty = False
+    sampling = False
+
+    def __init__(self, model: Any, start_id: int, sequence_length: int) -> None:
+        self.model = model
+        self.start_id = start_id
+        self.sequence_length = sequence_length
+
+    def pad(self, row: list[int], bucket: int, pad_id: int) -> tuple[list[int], list[int]]:
+        fill = bucket - len(row)
+        return row + [pad_id] * fill, [1] * len(row) + [0] * fill
+
+
+COMPILED = (NeuronCausal, NeuronSeq2Seq)
+
+
 def sampling_arguments(options: Options) -> dict[str, Any]:
     """``generate``'s sampling arguments for a loop's shared options."""
     if not options.do_sample:
@@ -447,7 +470,7 @@ def sampling_arguments(options: Options) -> dict[str, Any]:
 
 
 def run_generate(
-    decoder: NeuronCausal,
+    decoder: NeuronCausal | NeuronSeq2Seq,
     tokenizer: Any,
     seqs: Sequence[Prompt],
     *,
@@ -461,7 +484,7 @@ def run_generate(
     its stream, its cancel flag and deadline). ``seqs`` share their sampling options."""
     import torch
 
-    from smneuron.neuron.generation import generate_static
+    from smneuron.neuron.generation import generate_seq2seq, generate_static
 
     states = [_State(seq, tokenizer, decoder) for seq in seqs]
     rows = [seq.ids for seq in seqs] + [[pad_id]] * (batch_size - len(seqs))
@@ -485,16 +508,28 @@ def run_generate(
                 state.add(token, eos)
         return [state.reason is not None for state in states] + [True] * (len(tokens) - len(states))
 
-    generate_static(
-        decoder.model,
-        ids,
-        mask,
-        max_new_tokens=max(seq.max_new_tokens for seq in seqs),
-        sampling=sampling_arguments(options),
-        pad_token_id=pad_id,
-        eos_token_ids=sorted(eos),
-        on_tokens=on_tokens,
-    )
+    max_new_tokens = max(seq.max_new_tokens for seq in seqs)
+    if isinstance(decoder, NeuronSeq2Seq):
+        generate_seq2seq(
+            decoder.model,
+            ids,
+            mask,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=pad_id,
+            eos_token_ids=sorted(eos),
+            on_tokens=on_tokens,
+        )
+    else:
+        generate_static(
+            decoder.model,
+            ids,
+            mask,
+            max_new_tokens=max_new_tokens,
+            sampling=sampling_arguments(options),
+            pad_token_id=pad_id,
+            eos_token_ids=sorted(eos),
+            on_tokens=on_tokens,
+        )
     return [state.outcome() for state in states]
 
 
@@ -516,7 +551,7 @@ class GenerationModel:
         self,
         manifest: Manifest,
         tokenizer: Any,
-        decoder: Decoder | EncoderDecoder | NeuronCausal,
+        decoder: Decoder | EncoderDecoder | NeuronCausal | NeuronSeq2Seq,
         *,
         eos: set[int],
         max_delay_s: float = 0.0,
@@ -566,6 +601,11 @@ class GenerationModel:
             raise ClientError(
                 '"repetition_penalty" is not supported by this Neuron artifact (its compiled '
                 "sampler takes no logits processors); leave it at 1.0"
+            )
+        if options.do_sample and not getattr(self.decoder, "sampling", True):
+            raise ClientError(
+                '"do_sample" is not supported by this Neuron seq2seq artifact (its traced '
+                "decoder picks the next token greedily in the graph); leave it false"
             )
         seqs = []
         for text in texts:
@@ -717,7 +757,7 @@ class GenerationModel:
         """Which requests may share a loop: any (the eager loop samples per sequence), or,
         on a compiled decoder, those with the same sampling options and seed."""
         if not isinstance(self.decoder, NeuronCausal):
-            return _KEY
+            return _KEY  # the eager loops, and the greedy-only seq2seq
         seed = options.seed if options.do_sample else None
         return (_KEY, *sampling_arguments(options).values(), seed)
 
@@ -726,7 +766,9 @@ class GenerationModel:
     def _run(self, key: Any, seqs: list[Prompt]) -> Run:
         longest = max(len(seq.ids) for seq in seqs)
         bucket = choose_bucket(longest, self.manifest.sequence_lengths, "reject")
-        loop = run_generate if isinstance(self.decoder, NeuronCausal) else run_loop
+        if isinstance(self.decoder, NeuronSeq2Seq):
+            bucket = self.decoder.sequence_length  # the one length its encoder was traced for
+        loop = run_generate if isinstance(self.decoder, COMPILED) else run_loop
         outcomes = loop(
             self.decoder,  # type: ignore[arg-type]
             self.tokenizer,
@@ -800,6 +842,13 @@ def eos_ids(config: Mapping[str, Any], generation_config: Mapping[str, Any]) -> 
     return found
 
 
+def _start_id(config: Mapping[str, Any], generation: Mapping[str, Any]) -> int:
+    start = generation.get("decoder_start_token_id", config.get("decoder_start_token_id"))
+    if not isinstance(start, int):
+        raise ArtifactError("the seq2seq model's config has no decoder_start_token_id")
+    return start
+
+
 def load_generation(
     model_dir: Path,
     backend: Any,
@@ -815,7 +864,7 @@ def load_generation(
     manifest = read_manifest(model_dir)
     check_compatible(manifest, backend.name, backend.versions())
     compiled = manifest.files.get("neuron")
-    if backend.name != "cpu" and (manifest.task != "causal-lm" or not compiled):
+    if backend.name != "cpu" and not compiled:
         raise ArtifactError(
             f"serving {manifest.task} on the {backend.name} backend is not implemented yet; "
             "serve the CPU artifact (`smneuron compile --backend cpu`)"
@@ -825,13 +874,12 @@ def load_generation(
     causal = manifest.task == "causal-lm"
     auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModelForSeq2SeqLM
     options = {"local_files_only": True, "trust_remote_code": trust_remote_code}
-    decoder: Decoder | EncoderDecoder | NeuronCausal
+    decoder: Decoder | EncoderDecoder | NeuronCausal | NeuronSeq2Seq
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir), **options)
         if backend.name != "cpu":
-            from smneuron.neuron.generation import load_causal_lm
+            from smneuron.neuron import generation as neuron
 
-            decoder = NeuronCausal(load_causal_lm(model_dir / str(compiled)))
             config = transformers.AutoConfig.from_pretrained(str(model_dir), **options).to_dict()
             try:
                 generation = transformers.GenerationConfig.from_pretrained(
@@ -839,6 +887,20 @@ def load_generation(
                 ).to_dict()
             except OSError:  # a checkpoint saved without generation_config.json
                 generation = {}
+            if causal:
+                decoder = NeuronCausal(neuron.load_causal_lm(model_dir / str(compiled)))
+            else:
+                length = manifest.task_parameters.get("sequence_length")
+                if not isinstance(length, int):
+                    raise ArtifactError(
+                        "manifest.json of a Neuron seq2seq artifact lacks "
+                        "task_parameters.sequence_length (the traced encoder length)"
+                    )
+                decoder = NeuronSeq2Seq(
+                    neuron.load_seq2seq(model_dir / str(compiled)),
+                    _start_id(config, generation),
+                    length,
+                )
         else:
             model = auto.from_pretrained(str(model_dir), **options)
             generation_config = getattr(model, "generation_config", None)
@@ -846,12 +908,7 @@ def load_generation(
             config = model.config.to_dict()
             decoder = Decoder(model)
             if not causal:
-                start = generation.get(
-                    "decoder_start_token_id", config.get("decoder_start_token_id")
-                )
-                if not isinstance(start, int):
-                    raise ArtifactError("the seq2seq model's config has no decoder_start_token_id")
-                decoder = EncoderDecoder(model, start)
+                decoder = EncoderDecoder(model, _start_id(config, generation))
     except (OSError, ValueError) as err:
         raise ArtifactError(
             f"cannot load the {manifest.task} model from {model_dir}: {remote_code_hint(err)}"

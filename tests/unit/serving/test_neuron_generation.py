@@ -1,6 +1,6 @@
-"""Serving a Neuron causal-lm artifact (optimum-neuron's NeuronModelForCausalLM, faked): one
-``generate`` per loop at the compiled batch size, answers equal to Hugging Face generate,
-streamed token by token through the stopping criterion."""
+"""Serving Neuron generation artifacts (optimum-neuron's NeuronModelForCausalLM and
+NeuronModelForSeq2SeqLM, faked): one ``generate`` per loop at the compiled shapes, answers equal
+to Hugging Face generate, streamed token by token through the stopping criterion."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from tinygen import (
+    reference_seq2seq,
     reference_text,
     save_tiny_causal_lm,
     tiny_causal_lm,
@@ -19,7 +20,7 @@ from tinygen import (
 )
 
 from smneuron.artifact.job import CompileHyperparameters, compile_checkpoint
-from smneuron.errors import ArtifactError, ClientError
+from smneuron.errors import ClientError, PayloadTooLarge
 from smneuron.serving.generation import load_generation
 from smneuron.serving.model import Limits
 
@@ -167,12 +168,110 @@ def test_repetition_penalty_is_a_400_on_neuron(model):
     assert caught.value.status_code == 400
 
 
-def test_a_neuron_seq2seq_artifact_is_refused_at_load(tmp_path, calls):
-    checkpoint = tmp_path / "t5"
+# --------------------------------------------------------------------------------------------
+# seq2seq: NeuronModelForSeq2SeqLM (faked), greedy over the compiled batch and encoder length
+
+SEQ2SEQ_LENGTH = 16  # max(largest bucket 16, max_total_length 12 + the start token)
+
+
+@pytest.fixture(scope="module")
+def seq2seq_artifact(tmp_path_factory, calls):
+    root = tmp_path_factory.mktemp("neuron-seq2seq")
+    checkpoint = root / "t5"
     tokenizer = tiny_tokenizer()
     tiny_seq2seq(tokenizer).save_pretrained(checkpoint)
     tokenizer.save_pretrained(checkpoint)
-    settings = CompileHyperparameters(backend="neuron", sequence_lengths=(16,))
-    compile_checkpoint(checkpoint, tmp_path / "out", settings, backend=FakeNeuronBackend())
-    with pytest.raises(ArtifactError, match="serving seq2seq on the neuron backend"):
-        load_generation(tmp_path / "out", FakeNeuronBackend())
+    settings = CompileHyperparameters(
+        backend="neuron", batch_size=2, sequence_lengths=(8, 16), max_total_length=12
+    )
+    compile_checkpoint(checkpoint, root / "model", settings, backend=FakeNeuronBackend())
+    return root / "model"
+
+
+@pytest.fixture(scope="module")
+def seq2seq(seq2seq_artifact):
+    loaded = load_generation(
+        seq2seq_artifact, FakeNeuronBackend(), max_delay_ms=50, limits=Limits()
+    )
+    yield loaded
+    loaded.close()
+
+
+@pytest.fixture(scope="module")
+def seq2seq_reference():
+    tokenizer = tiny_tokenizer()
+    return tiny_seq2seq(tokenizer), tokenizer
+
+
+def test_seq2seq_loads_the_traced_model_and_greedy_equals_hugging_face(
+    seq2seq, seq2seq_artifact, calls, seq2seq_reference
+):
+    hf_model, tokenizer = seq2seq_reference
+    assert recorded(calls, "from_pretrained")[-1] == {
+        "call": "from_pretrained",
+        "class": "NeuronModelForSeq2SeqLM",
+        "model_id": str(seq2seq_artifact / "compiled/neuron"),
+    }
+    before = len(recorded(calls, "generate"))
+    prompt = PROMPTS[0]
+    ids, text = reference_seq2seq(hf_model, tokenizer, prompt, 10)
+    answer = seq2seq.predict([prompt], {"max_new_tokens": 10}, single=True).results
+    assert answer == [{"generated_text": text}]
+    assert [e["token"]["id"] for e in seq2seq.stream([prompt], {"max_new_tokens": 10})] == ids
+    call = recorded(calls, "generate")[before]
+    # Exactly the exported shapes: the compiled batch, the one traced encoder length.
+    assert (call["batch_size"], call["input_length"]) == (2, SEQ2SEQ_LENGTH)
+    assert call["max_new_tokens"] == 10 and call["kwargs"] == {"do_sample": False}
+    assert (call["stopping_criteria"], call["generation_config"]) == (
+        "StoppingCriteriaList",
+        "GenerationConfig",
+    )
+
+
+def test_seq2seq_two_prompts_share_one_generate_and_keep_their_answers(
+    seq2seq, calls, seq2seq_reference
+):
+    hf_model, tokenizer = seq2seq_reference
+    before = len(recorded(calls, "generate"))
+    prompts = ["hello", PROMPTS[1]]
+    answers = seq2seq.predict(prompts, {"max_new_tokens": 9}).results
+    assert answers == [
+        [{"generated_text": reference_seq2seq(hf_model, tokenizer, prompt, 9)[1]}]
+        for prompt in prompts
+    ]
+    assert len(recorded(calls, "generate")[before:]) == 1
+
+
+def test_seq2seq_stream_builds_the_same_text_token_by_token(seq2seq, seq2seq_reference):
+    hf_model, tokenizer = seq2seq_reference
+    prompt = PROMPTS[1]
+    ids, text = reference_seq2seq(hf_model, tokenizer, prompt, 12)
+    events = list(seq2seq.stream([prompt], {"max_new_tokens": 12}))
+    assert [event["token"]["id"] for event in events] == ids
+    assert events[-1]["generated_text"] == text
+    assert "".join(event["token"]["text"] for event in events) == text
+    assert all(event["generated_text"] is None for event in events[:-1])
+
+
+def test_seq2seq_a_stop_string_ends_the_text_after_it(seq2seq, seq2seq_reference):
+    hf_model, tokenizer = seq2seq_reference
+    prompt = PROMPTS[0]
+    full = reference_seq2seq(hf_model, tokenizer, prompt, 12)[1]
+    stop = full.split()[1]
+    answer = seq2seq.predict([prompt], {"max_new_tokens": 12, "stop": stop}, single=True)
+    assert answer.results == [{"generated_text": full[: full.find(stop) + len(stop)]}]
+
+
+def test_seq2seq_limits_are_refused_naming_them(seq2seq, calls):
+    before = len(recorded(calls, "generate"))
+    with pytest.raises(ClientError, match="max_total_length of 12") as caught:
+        seq2seq.predict(["hello"], {"max_new_tokens": 13})
+    assert caught.value.status_code == 400
+    with pytest.raises(PayloadTooLarge, match="largest prompt bucket of 16") as too_long:
+        seq2seq.predict([" ".join(["word"] * 30)])
+    assert too_long.value.status_code == 413
+    for name, value in (("do_sample", True), ("repetition_penalty", 1.3)):
+        with pytest.raises(ClientError, match=name) as refused:
+            seq2seq.predict(["hello"], {name: value})
+        assert refused.value.status_code == 400
+    assert len(recorded(calls, "generate")[before:]) == 0  # refused before any generate
