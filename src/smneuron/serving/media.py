@@ -26,7 +26,14 @@ from smneuron.artifact.manifest import (
 )
 from smneuron.errors import ArtifactError, ClientError, PayloadTooLarge
 from smneuron.serving.batcher import DynamicBatcher, Run
-from smneuron.serving.model import WARM_UP_RUNS, WARM_UP_TIMEOUT_S, Limits, Prediction, read_config
+from smneuron.serving.model import (
+    WARM_UP_RUNS,
+    WARM_UP_TIMEOUT_S,
+    Limits,
+    Prediction,
+    load_graphs,
+    read_config,
+)
 from smneuron.serving.shapes import choose_batch
 from smneuron.serving.tasks import Head, Item, task_for
 
@@ -276,22 +283,7 @@ def load_media(model_dir: Path, backend: Any, settings: Any) -> MediaModel:
         )
     except ClientError as err:  # a ConfigurationError at load is the artifact's fault
         raise ArtifactError(str(err)) from err
-    graphs = {}
-    for batch, length in manifest.graphs():
-        path = manifest.graph_path(model_dir, length, batch)
-        try:
-            graphs[(batch, length)] = backend.load(path)
-        except Exception as err:  # the backend's own loader errors are not ours to list
-            raise ArtifactError(f"cannot load compiled graph {path}: {err}") from err
-    log.info(
-        "loaded artifact task=%s backend=%s batch_sizes=%s buckets=%s (%d graphs) in %.1fs",
-        manifest.task,
-        manifest.backend,
-        list(manifest.batch_sizes),
-        list(manifest.sequence_lengths),
-        len(graphs),
-        time.monotonic() - started,
-    )
+    graphs = load_graphs(manifest, model_dir, backend, started)
     return MediaModel(
         manifest,
         processor,

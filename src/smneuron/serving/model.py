@@ -460,6 +460,34 @@ def _count(values: Sequence[Any]) -> int:
     return sum(_count(value) if isinstance(value, list) else value for value in values)
 
 
+def load_graphs(
+    manifest: Manifest, model_dir: Path, backend: Any, started: float
+) -> dict[tuple[int, int], Any]:
+    """Every graph the manifest lists, by (batch size, bucket), loaded by ``backend``; logged
+    with the time since ``started``.
+
+    Raises:
+        ArtifactError: a graph the backend cannot load (its error in the message).
+    """
+    graphs = {}
+    for batch, length in manifest.graphs():
+        path = manifest.graph_path(model_dir, length, batch)
+        try:
+            graphs[(batch, length)] = backend.load(path)
+        except Exception as err:  # the backend's own loader errors are not ours to list
+            raise ArtifactError(f"cannot load compiled graph {path}: {err}") from err
+    log.info(
+        "loaded artifact task=%s backend=%s batch_sizes=%s buckets=%s (%d graphs) in %.1fs",
+        manifest.task,
+        manifest.backend,
+        list(manifest.batch_sizes),
+        list(manifest.sequence_lengths),
+        len(graphs),
+        time.monotonic() - started,
+    )
+    return graphs
+
+
 def load_compiled(
     model_dir: Path,
     backend: Any,
@@ -491,22 +519,7 @@ def load_compiled(
             f"cannot load the tokenizer from {model_dir}: {remote_code_hint(err)} The artifact "
             "must hold the tokenizer files saved with the checkpoint (save_pretrained)."
         ) from err
-    graphs = {}
-    for batch, length in manifest.graphs():
-        path = manifest.graph_path(model_dir, length, batch)
-        try:
-            graphs[(batch, length)] = backend.load(path)
-        except Exception as err:  # the backend's own loader errors are not ours to list
-            raise ArtifactError(f"cannot load compiled graph {path}: {err}") from err
-    log.info(
-        "loaded artifact task=%s backend=%s batch_sizes=%s buckets=%s (%d graphs) in %.1fs",
-        manifest.task,
-        manifest.backend,
-        list(manifest.batch_sizes),
-        list(manifest.sequence_lengths),
-        len(graphs),
-        time.monotonic() - started,
-    )
+    graphs = load_graphs(manifest, model_dir, backend, started)
     return CompiledModel(
         manifest,
         tokenizer,
