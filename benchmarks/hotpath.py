@@ -3,11 +3,14 @@
 The bench's checkpoint (MiniLM-L6 + a seeded 2-label head, compiled like ``make bench``) served
 in process — the message mix sent straight to ``WorkerRuntime.invoke`` by closed-loop threads
 (benchmarks/inprocess.py, no HTTP) — while ``py-spy record`` samples every thread that is
-running (waiting threads are not sampled). Each sample is put in the first category whose
-frames it holds, looked for from the innermost frame outwards:
+running. A sample whose innermost frame is a wait (``threading`` conditions, events, joins:
+py-spy counts a thread blocked in one as running) is set apart as waiting; every other sample
+is put in the first category whose frames it holds, looked for from the innermost frame
+outwards:
 
 - forward: the compiled graph (``torch.nn.Module.__call__`` / TorchScript);
-- tokenize: the tokenizer (``transformers`` tokenization, ``tokenizers``);
+- tokenize: the tokenizer (``transformers`` tokenization, ``tokenizers``), and waiting for
+  its lock (a worker's threads tokenize one at a time: ``serving.model.SerialTokenizer``);
 - codecs: request decoding and response encoding (``smneuron.serving.codecs``, ``json``);
 - batcher: the dynamic batcher's own work (``smneuron.serving.batcher``);
 - other: everything else (the load threads, the handler's glue, the interpreter).
@@ -38,7 +41,7 @@ sys.path.insert(0, str(HERE))
 
 CATEGORIES = (
     ("forward", ("torch/nn/modules/module.py", "torch/jit/")),
-    ("tokenize", ("transformers/tokenization_utils", "tokenizers/")),
+    ("tokenize", ("transformers/tokenization_utils", "tokenizers/", "SerialTokenizer.")),
     ("codecs", ("smneuron/serving/codecs.py", "/json/")),
     ("batcher", ("smneuron/serving/batcher.py",)),
 )
@@ -49,8 +52,14 @@ def frames_of(stack: str) -> list[str]:
     return [frame for frame in stack.split(";") if frame and not frame.startswith("thread ")]
 
 
+WAITS = ("Condition.wait (threading.py", "Event.wait (threading.py", "._wait_for_tstate_lock (")
+
+
 def category(frames: list[str]) -> str:
-    """The category of a sample: the first one matched from the innermost frame outwards."""
+    """The category of a sample: ``waiting`` when its innermost frame is a wait, else the
+    first one matched from the innermost frame outwards."""
+    if frames and any(wait in frames[-1] for wait in WAITS):
+        return "waiting"
     for frame in reversed(frames):
         for name, needles in CATEGORIES:
             if any(needle in frame for needle in needles):
@@ -69,18 +78,23 @@ def read_collapsed(text: str) -> Counter[tuple[str, ...]]:
 
 
 def summarise(stacks: Counter[tuple[str, ...]], top: int = 12) -> dict:
-    total = sum(stacks.values()) or 1
+    """Samples per category as shares of the samples that are not waiting (the work), and
+    the busiest innermost frames of that work."""
     shares: Counter[str] = Counter()
     leaves: Counter[str] = Counter()
     for frames, count in stacks.items():
-        shares[category(list(frames))] += count
-        if frames:
+        name = category(list(frames))
+        shares[name] += count
+        if frames and name != "waiting":
             leaves[frames[-1]] += count
+    working = sum(count for name, count in shares.items() if name != "waiting") or 1
     order = [name for name, _ in CATEGORIES] + ["other"]
     return {
-        "samples": total,
-        "shares": [(name, shares[name], shares[name] / total) for name in order],
-        "leaves": [(frame, count, count / total) for frame, count in leaves.most_common(top)],
+        "samples": sum(stacks.values()),
+        "working": working,
+        "waiting": shares["waiting"],
+        "shares": [(name, shares[name], shares[name] / working) for name in order],
+        "leaves": [(frame, count, count / working) for frame, count in leaves.most_common(top)],
     }
 
 
@@ -96,20 +110,30 @@ def render(summary: dict, context: dict) -> str:
         f"{context['artifact']}: the bench's message mix sent to `WorkerRuntime.invoke` by "
         f"{context['concurrency']} closed-loop threads for {context['seconds']:.0f} s, one "
         f"worker with {context['threads']} torch thread(s), sampled by `py-spy record "
-        f"--rate {context['rate']}` (running threads only: {summary['samples']} samples).",
+        f"--rate {context['rate']}`: {summary['samples']} samples, {summary['waiting']} of them "
+        f"threads blocked in a wait (set apart), {summary['working']} at work.",
         "",
-        "| where | samples | share |",
+        "| where the work goes | samples | share of the work |",
         "|---|---|---|",
     ]
     lines += [f"| {name} | {count} | {share:.1%} |" for name, count, share in summary["shares"]]
+    forward = dict((name, count) for name, count, _ in summary["shares"])["forward"]
+    wall = context["rate"] * context["seconds"]
+    lines += [
+        "",
+        f"The forward runs on the batcher's one thread: {forward} samples of the "
+        f"{wall:.0f} that thread could give in {context['seconds']:.0f} s, so it is busy "
+        f"{forward / wall:.0%} of the time.",
+    ]
     lines += [
         "",
         "Categories, from the innermost frame outwards: forward = the compiled graph "
-        "(`torch.nn.Module.__call__`, TorchScript); tokenize = the tokenizer; codecs = request "
+        "(`torch.nn.Module.__call__`, TorchScript); tokenize = the tokenizer and waiting for its "
+        "lock (one call at a time per worker); codecs = request "
         "decoding and response encoding (`serving/codecs.py`, `json`); batcher = the dynamic "
         "batcher; other = the rest (load threads, handler glue).",
         "",
-        "Busiest innermost frames:",
+        "Busiest innermost frames of the work:",
         "",
         "| frame | samples | share |",
         "|---|---|---|",
