@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -271,28 +271,66 @@ def compile_artifact(
         choices = None
     sizes = tuple(sorted({int(size) for size in batch_sizes}))
     lengths = tuple(sorted(set(int(n) for n in sequence_lengths)))
-    wrapper = traceable(model, task, pooling)
     names = graph_input_names(model, task)
+    return trace_graphs(
+        model_dir,
+        traceable(model, task, pooling),
+        lambda batch, length: example_inputs(
+            batch, length, names, choices=choices, max_masks=max_masks
+        ),
+        task=task,
+        sizes=sizes,
+        lengths=lengths,
+        names=names,
+        labels=labels,
+        backend=backend,
+        cores_per_model=cores_per_model,
+        compiler_args=compiler_args,
+        pooling=pooling if task == "feature-extraction" else None,
+        max_masks=max_masks,
+        choices=choices,
+        task_parameters=task_parameters(task, lengths, doc_stride),
+    )
+
+
+def trace_graphs(
+    model_dir: Path,
+    wrapper: Any,
+    example: Callable[[int, int], tuple[Any, ...]],
+    *,
+    task: str,
+    sizes: tuple[int, ...],
+    lengths: tuple[int, ...],
+    names: tuple[str, ...],
+    labels: Sequence[str],
+    backend: Backend,
+    cores_per_model: int,
+    compiler_args: Sequence[str],
+    **extra: Any,
+) -> Manifest:
+    """Trace ``wrapper`` on ``example(batch, length)`` for every batch size × bucket, save
+    each graph under ``model_dir`` and write the manifest (``extra``: the task's own fields).
+    Text, image and audio artifacts all go through here."""
     files = {}
     total = time.monotonic()
     for batch in sizes:
         for length in lengths:
             started = time.monotonic()
-            example = example_inputs(batch, length, names, choices=choices, max_masks=max_masks)
-            graph = backend.trace(wrapper, example, compiler_args)
+            graph = backend.trace(wrapper, example(batch, length), compiler_args)
             relative = compiled_name(length, batch)
             backend.save(graph, model_dir / relative)
             files[graph_key(batch, length)] = relative
             log.info(
-                "compiled graph batch=%d seq=%d backend=%s in %.1fs",
+                "compiled graph batch=%d bucket=%d backend=%s in %.1fs",
                 batch,
                 length,
                 backend.name,
                 time.monotonic() - started,
             )
     log.info(
-        "compiled %d graphs (batch sizes %s x buckets %s) in %.1fs",
+        "compiled %d %s graphs (batch sizes %s x buckets %s) in %.1fs",
         len(sizes) * len(lengths),
+        task,
         list(sizes),
         list(lengths),
         time.monotonic() - total,
@@ -310,10 +348,7 @@ def compile_artifact(
         files={"compiled": files, **_shared_files(backend, model_dir, files.values())},
         target=backend.target(),
         compiler_args=tuple(compiler_args),
-        pooling=pooling if task == "feature-extraction" else None,
-        max_masks=max_masks,
-        choices=choices,
-        task_parameters=task_parameters(task, lengths, doc_stride),
+        **extra,
     )
     write_manifest(model_dir, manifest)
     return manifest

@@ -16,20 +16,16 @@ from __future__ import annotations
 
 import inspect
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from smneuron.artifact.backends import Backend
-from smneuron.artifact.build import _shared_files
+from smneuron.artifact.build import trace_graphs
 from smneuron.artifact.manifest import (
     AUDIO_TASKS,
     IMAGE_TASKS,
     Manifest,
-    compiled_name,
-    graph_key,
-    write_manifest,
 )
 from smneuron.env import remote_code_hint
 from smneuron.errors import ConfigurationError
@@ -291,45 +287,17 @@ def compile_media_artifact(
 
     else:
         raise ConfigurationError(f"{task} is not an image or audio task")
-    wrapper = wrapper or traceable(model, names)
-    files = {}
-    total = time.monotonic()
-    for batch in sizes:
-        for length in lengths:
-            started = time.monotonic()
-            graph = backend.trace(wrapper, example(batch, length), compiler_args)
-            relative = compiled_name(length, batch)
-            backend.save(graph, model_dir / relative)
-            files[graph_key(batch, length)] = relative
-            log.info(
-                "compiled graph batch=%d bucket=%d backend=%s in %.1fs",
-                batch,
-                length,
-                backend.name,
-                time.monotonic() - started,
-            )
-    log.info(
-        "compiled %d %s graphs (batch sizes %s x buckets %s) in %.1fs",
-        len(sizes) * len(lengths),
-        task,
-        list(sizes),
-        list(lengths),
-        time.monotonic() - total,
-    )
-    manifest = Manifest(
+    return trace_graphs(
+        model_dir,
+        wrapper or traceable(model, names),
+        example,
         task=task,
-        backend=backend.name,
-        batch_size=sizes[-1],
-        batch_sizes=sizes,
-        sequence_lengths=lengths,
-        labels=tuple(labels),
-        input_names=names,
+        sizes=sizes,
+        lengths=lengths,
+        names=names,
+        labels=labels,
+        backend=backend,
         cores_per_model=cores_per_model,
-        versions=backend.versions(),
-        files={"compiled": files, **_shared_files(backend, model_dir, files.values())},
-        target=backend.target(),
-        compiler_args=tuple(compiler_args),
+        compiler_args=compiler_args,
         **extra,
     )
-    write_manifest(model_dir, manifest)
-    return manifest

@@ -111,29 +111,15 @@ def export_causal_lm(
 ) -> dict[str, str]:
     """Compile ``checkpoint`` into ``output/NEURON_DIR``; the files it wrote, by role."""
     check_cast_type(auto_cast_type)
-    model_class = import_model_class("causal-lm")
-    started = time.monotonic()
-    model = model_class.from_pretrained(
-        str(checkpoint),
-        export=True,
+    return _export(
+        "causal-lm",
+        checkpoint,
+        output,
         batch_size=batch_size,
         sequence_length=sequence_length,
         num_cores=num_cores,
         auto_cast_type=auto_cast_type,
     )
-    target = output / NEURON_DIR
-    target.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(target))
-    log.info(
-        "exported causal-lm with optimum-neuron batch=%d sequence_length=%d num_cores=%d "
-        "auto_cast_type=%s in %.1fs",
-        batch_size,
-        sequence_length,
-        num_cores,
-        auto_cast_type,
-        time.monotonic() - started,
-    )
-    return {"checkpoint": ".", "neuron": NEURON_DIR}
 
 
 def export_seq2seq(
@@ -147,30 +133,32 @@ def export_seq2seq(
 ) -> dict[str, str]:
     """Trace the encoder and decoder of ``checkpoint`` into ``output/NEURON_DIR`` (its
     ``encoder/`` and ``decoder/``); the files it wrote, by role."""
-    cast = seq2seq_cast(auto_cast_type)
-    model_class = import_model_class("seq2seq")
-    started = time.monotonic()
-    model = model_class.from_pretrained(
-        str(checkpoint),
-        export=True,
+    return _export(
+        "seq2seq",
+        checkpoint,
+        output,
         batch_size=batch_size,
         sequence_length=sequence_length,
         num_beams=SEQ2SEQ_NUM_BEAMS,
         tensor_parallel_size=num_cores,
         dynamic_batch_size=False,
-        **cast,
+        **seq2seq_cast(auto_cast_type),
     )
+
+
+def _export(task: str, checkpoint: Path, output: Path, **arguments: Any) -> dict[str, str]:
+    """``from_pretrained(checkpoint, export=True, **arguments)`` of the task's optimum-neuron
+    class, saved into ``output/NEURON_DIR``; the files it wrote, by role."""
+    model_class = import_model_class(task)
+    started = time.monotonic()
+    model = model_class.from_pretrained(str(checkpoint), export=True, **arguments)
     target = output / NEURON_DIR
     target.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(target))
     log.info(
-        "exported seq2seq with optimum-neuron batch=%d sequence_length=%d num_beams=%d "
-        "tensor_parallel_size=%d auto_cast_type=%s in %.1fs",
-        batch_size,
-        sequence_length,
-        SEQ2SEQ_NUM_BEAMS,
-        num_cores,
-        auto_cast_type,
+        "exported %s with optimum-neuron %s in %.1fs",
+        task,
+        " ".join(f"{name}={value}" for name, value in arguments.items()),
         time.monotonic() - started,
     )
     return {"checkpoint": ".", "neuron": NEURON_DIR}

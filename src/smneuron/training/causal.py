@@ -99,8 +99,17 @@ def tokenize_texts(dataset: Any, tokenizer: Any, hps: TrainingHyperparameters) -
     return encoded
 
 
-def load_causal(source: str, hps: TrainingHyperparameters, *, trust_remote_code: bool) -> tuple:
-    """Tokenizer (with a pad token: EOS when it has none) and the causal LM."""
+def load_pretrained(
+    source: str,
+    hps: TrainingHyperparameters,
+    auto_class: str,
+    what: str,
+    *,
+    trust_remote_code: bool,
+) -> tuple:
+    """Tokenizer and ``transformers.<auto_class>`` model from ``source`` (local files unless
+    hub downloads are allowed), seeded, embeddings frozen when asked; a load failure is a
+    ConfigurationError naming ``what`` was loaded."""
     import transformers
 
     transformers.set_seed(hps.seed)
@@ -109,13 +118,23 @@ def load_causal(source: str, hps: TrainingHyperparameters, *, trust_remote_code:
         tokenizer = transformers.AutoTokenizer.from_pretrained(
             source, local_files_only=local_only, trust_remote_code=trust_remote_code
         )
-        model = transformers.AutoModelForCausalLM.from_pretrained(
+        model = getattr(transformers, auto_class).from_pretrained(
             source, local_files_only=local_only, trust_remote_code=trust_remote_code
         )
     except (OSError, ValueError) as err:
         raise ConfigurationError(
-            f"cannot load the pretrained causal LM from {source}: {remote_code_hint(err)}"
+            f"cannot load the pretrained {what} from {source}: {remote_code_hint(err)}"
         ) from err
+    if hps.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    return tokenizer, model
+
+
+def load_causal(source: str, hps: TrainingHyperparameters, *, trust_remote_code: bool) -> tuple:
+    """Tokenizer (with a pad token: EOS when it has none) and the causal LM."""
+    tokenizer, model = load_pretrained(
+        source, hps, "AutoModelForCausalLM", "causal LM", trust_remote_code=trust_remote_code
+    )
     if tokenizer.eos_token_id is None and model.config.eos_token_id is not None:
         tokenizer.eos_token = tokenizer.convert_ids_to_tokens(model.config.eos_token_id)
     if tokenizer.pad_token_id is None:
@@ -124,8 +143,6 @@ def load_causal(source: str, hps: TrainingHyperparameters, *, trust_remote_code:
                 f"the tokenizer of {source} has neither a pad nor an EOS token"
             )
         tokenizer.pad_token = tokenizer.eos_token
-    if hps.freeze_embeddings:
-        model.get_input_embeddings().weight.requires_grad_(False)
     return tokenizer, model
 
 

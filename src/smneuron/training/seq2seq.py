@@ -17,10 +17,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from smneuron.env import remote_code_hint
 from smneuron.errors import ConfigurationError
 from smneuron.job import TrainingEnv
-from smneuron.training.causal import with_lora, write_generation_artifact
+from smneuron.training.causal import load_pretrained, with_lora, write_generation_artifact
 from smneuron.training.checkpoints import (
     TerminationFlag,
     checkpoint_callback,
@@ -91,24 +90,9 @@ def tokenize_pairs(dataset: Any, tokenizer: Any, hps: TrainingHyperparameters) -
 
 
 def load_seq2seq(source: str, hps: TrainingHyperparameters, *, trust_remote_code: bool) -> tuple:
-    import transformers
-
-    transformers.set_seed(hps.seed)
-    local_only = not hps.allow_hub_download
-    try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(
-            source, local_files_only=local_only, trust_remote_code=trust_remote_code
-        )
-        model = transformers.AutoModelForSeq2SeqLM.from_pretrained(
-            source, local_files_only=local_only, trust_remote_code=trust_remote_code
-        )
-    except (OSError, ValueError) as err:
-        raise ConfigurationError(
-            f"cannot load the pretrained seq2seq model from {source}: {remote_code_hint(err)}"
-        ) from err
-    if hps.freeze_embeddings:
-        model.get_input_embeddings().weight.requires_grad_(False)
-    return tokenizer, model
+    return load_pretrained(
+        source, hps, "AutoModelForSeq2SeqLM", "seq2seq model", trust_remote_code=trust_remote_code
+    )
 
 
 def greedy_rouge_l(
