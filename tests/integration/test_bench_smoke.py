@@ -127,7 +127,7 @@ def test_make_profile_samples_a_serving_worker_and_splits_its_time(tmp_path):
     shares = {name: share for name, _, share in summary["shares"]}
     assert abs(sum(shares.values()) - 1.0) < 1e-9  # of the samples at work
     assert summary["waiting"] > 0  # the load threads wait on the batcher
-    assert shares["forward"] > 0.2  # the graphs ran while sampled
+    assert shares["forward"] > 0.05  # the graphs ran while sampled (tiny model: 19-90 %)
     report = (out / "profile.md").read_text()
     for name in ("forward", "tokenize", "codecs", "batcher", "other"):
         assert f"| {name} |" in report
